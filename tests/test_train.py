@@ -113,6 +113,7 @@ def test_cli_entry_point_runs_and_writes_the_run_dir(fake_mnist_root: Path, tmp_
     assert proc.returncode != 0
     assert "MNIST/raw/train-images-idx3-ubyte is corrupted" in proc.stderr
     assert "Delete it and run again" in proc.stderr
+    assert "Traceback" not in proc.stderr  # a problem the user can fix: the message only
     typo = subprocess.run(
         [*cmd, "trainer.max_epoch=3"],
         capture_output=True,
@@ -160,3 +161,17 @@ def test_without_checkpointing_the_current_weights_are_tested(
     metrics = train(cfg)
     assert "test_ckpt" not in metrics and 0.0 <= metrics["test/acc"] <= 1.0
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_same_seed_same_metrics_on_cpu(make_cfg: Callable[..., DictConfig], tmp_path: Path):
+    def run(name: str, seed: int) -> dict:
+        cfg = make_cfg(
+            "model=stn_cnn", "data=rts", "debug=limit", f"seed={seed}", output_dir=tmp_path / name
+        )
+        metrics = train(cfg)
+        metrics.pop("test_ckpt")
+        return metrics
+
+    first, second = run("a", 7), run("b", 7)
+    assert first == second  # every metric, bit for bit
+    assert run("c", 8) != first  # the seed does matter

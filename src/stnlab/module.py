@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import functools
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from stnlab.callbacks.health import last_checkpoint_hint
+from stnlab.errors import NonFiniteLossError
 from stnlab.models import STNClassifier
+
+
+def _numpy_state_to_plain(state: tuple) -> tuple:
+    """NumPy's RNG state with its key array as a tensor (loadable with ``weights_only``)."""
+    name, keys, pos, has_gauss, cached = state
+    return (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
+
+
+def _numpy_state_from_plain(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
 
 
 class STNLitModule(L.LightningModule):
@@ -89,18 +104,20 @@ class STNLitModule(L.LightningModule):
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def on_train_start(self) -> None:
-        # Sanity-check validation must not count towards the best accuracy.
-        self.val_acc_best.reset()
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step}. "
-                "Usual causes: too high a learning rate or loc-net LR "
-                f"(model.loc_lr_mult={self.hparams.loc_lr_mult}); the last checkpoint "
-                "is kept in the run's checkpoints/ folder."
+        bad = not bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:  # every process stops together, none waits forever
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}). Usual causes: too high a "
+                f"learning rate (model.optimizer.lr={lr}) or localisation-net learning rate "
+                f"(model.loc_lr_mult={self.hparams.loc_lr_mult}; try 0.1), or inputs that "
+                "are not finite. Training stopped before the update. "
+                f"{last_checkpoint_hint(self.trainer)}"
             )
         return loss
 
@@ -108,6 +125,8 @@ class STNLitModule(L.LightningModule):
         self._step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # sanity batches do not count towards the best
+            return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
@@ -139,5 +158,31 @@ class STNLitModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add what Lightning does not keep: config, best accuracy, RNGs, W&B run id."""
         if self.run_config is not None:
             checkpoint["stnlab_config"] = self.run_config
+        if self.val_acc_best.update_called:
+            checkpoint["stnlab_val_acc_best"] = float(self.val_acc_best.compute())
+        checkpoint["stnlab_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "python": random.getstate(),
+        }
+        ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]
+        if ids:
+            checkpoint["stnlab_wandb_id"] = ids[0]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the best validation accuracy and the RNG states saved with the weights."""
+        best = checkpoint.get("stnlab_val_acc_best")
+        if best is not None:
+            self.val_acc_best.reset()
+            self.val_acc_best(torch.tensor(best))
+        rng = checkpoint.get("stnlab_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            np.random.set_state(_numpy_state_from_plain(rng["numpy"]))
+            random.setstate(rng["python"])

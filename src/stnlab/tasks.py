@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
+from stnlab.checkpoints import AtomicCheckpointIO, checkpoint_for_run
+from stnlab.validation import instantiate_checked, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,11 @@ def instantiate_dict(cfg: DictConfig | None, what: str) -> list[Any]:
         return []
     if not isinstance(cfg, DictConfig):
         raise TypeError(f"{what} config must be a mapping of name → object, got {type(cfg)}")
-    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+    return [
+        instantiate_checked(node, f"{what}.{name}")
+        for name, node in cfg.items()
+        if node is not None and "_target_" in node
+    ]
 
 
 def close_wandb() -> None:
@@ -41,10 +46,10 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) -> str | None:
     """This fit's best checkpoint; without training, ``ckpt_path``; else current weights."""
     if not cfg.get("train", True):
-        return cfg.get("ckpt_path")
+        return ckpt_path
     callback = trainer.checkpoint_callback
     best = callback.best_model_path if callback is not None else ""
     if not best:
@@ -52,36 +57,78 @@ def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer) -> str | None:
     return best or None
 
 
+def write_failure(output_dir: Path, err: BaseException) -> None:
+    """Record why a run failed in ``<output_dir>/failure.json`` (sweep summaries read it)."""
+    record = {"error": type(err).__name__, "message": str(err)}
+    try:
+        (output_dir / "failure.json").write_text(json.dumps(record, indent=2))
+    except OSError:
+        log.warning("could not write failure.json in %s", output_dir)
+
+
+def _resume_wandb_run(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> None:
+    """Log into the checkpoint's W&B run (same id) when resuming, unless an id is set."""
+    run_id = (checkpoint or {}).get("stnlab_wandb_id")
+    node = (cfg.get("logger") or {}).get("wandb")
+    if run_id and node is not None and node.get("id") is None:
+        with open_dict(cfg):
+            node.id = run_id
+        log.info("resuming W&B run %s", run_id)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model of ``cfg`` and test the best checkpoint; return the final metrics.
 
-    Writes ``metrics.json`` in ``cfg.paths.output_dir``. The W&B run is closed on every exit.
+    The config is checked first (:func:`~stnlab.validation.validate_config`), so a bad
+    value fails before any data or model work. Writes ``metrics.json`` in
+    ``cfg.paths.output_dir`` (``failure.json`` when the run fails). The W&B run is closed
+    on every exit. ``ckpt_path=auto`` resumes this run directory's ``last.ckpt``.
     """
+    validate_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, checkpoint = checkpoint_for_run(cfg)
+    if cfg.get("ckpt_path") == "auto":
+        log.info(
+            "ckpt_path=auto: %s",
+            f"resuming {ckpt_path}"
+            if ckpt_path
+            else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
+        )
+    if cfg.get("train", True):
+        _resume_wandb_run(cfg, checkpoint)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     try:
-        datamodule: L.LightningDataModule = instantiate(cfg.data)
-        model: L.LightningModule = instantiate(cfg.model)
+        datamodule: L.LightningDataModule = instantiate_checked(cfg.data, "data")
+        model: L.LightningModule = instantiate_checked(cfg.model, "model")
         model.run_config = OmegaConf.to_container(cfg, resolve=True)
         callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
         loggers = instantiate_dict(cfg.get("logger"), "logger")
-        trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+        trainer: L.Trainer = instantiate_checked(
+            cfg.trainer,
+            "trainer",
+            callbacks=callbacks,
+            logger=loggers or False,
+            plugins=[AtomicCheckpointIO()],
+        )
         for logger in trainer.loggers:
             logger.log_hyperparams(model.run_config)
 
         metrics: dict[str, float] = {}
         if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
             metrics.update(_scalar_metrics(trainer.callback_metrics))
         if cfg.get("test", True):
-            ckpt = _checkpoint_to_test(cfg, trainer)
+            ckpt = _checkpoint_to_test(cfg, trainer, ckpt_path)
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
             metrics.update(_scalar_metrics(trainer.callback_metrics))
             if ckpt:
                 metrics["test_ckpt"] = ckpt  # type: ignore[assignment]
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run that now passed
         return metrics
+    except BaseException as err:
+        write_failure(output_dir, err)
+        raise
     finally:
         close_wandb()

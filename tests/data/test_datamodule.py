@@ -113,7 +113,7 @@ def test_rotation_angles_stay_in_range_and_keep_ink() -> None:
 def test_bad_settings_are_clear_errors(fake_mnist: Path) -> None:
     with pytest.raises(ValueError, match="canvas_size=42"):
         DigitsDataModule(root=str(fake_mnist), canvas_size=42, distortion=NoDistortion(28))
-    with pytest.raises(ValueError, match="unknown dataset 'emnist'"):
+    with pytest.raises(ValueError, match=r"data\.dataset='emnist' is unknown"):
         DigitsDataModule(root=str(fake_mnist), dataset="emnist")
     with pytest.raises(ValueError, match="scale"):
         RandomSimilarity(scale=(1.2, 0.7))

@@ -215,3 +215,37 @@ def test_gz_only_checksums_verify_the_gz_and_record_the_raw_md5(
     paths["train_images"].write_bytes(b"garbage")
     with pytest.raises(DataSourceError, match="corrupted or incomplete"):
         sources.ensure_dataset(tmp_path / "root", "fashion_mnist")
+
+
+def test_a_download_broken_half_way_leaves_nothing_a_later_run_would_trust(
+    tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for key, data in files.items():
+        packed = gzip.compress(data, mtime=0)
+        (mirror / f"{NAMES[key]}.gz").write_bytes(packed[: len(packed) // 2])  # cut off
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    _use(monkeypatch, _spec(files, mirrors=(f"file://{mirror}/",)))
+    root = tmp_path / "root"
+    with pytest.raises(DataSourceError, match="Compressed file ended"):
+        sources.ensure_dataset(root, "mnist")
+    raw = root / "MNIST" / "raw"
+    assert list(raw.iterdir()) == []  # no partial file, no temporary file
+
+    # Interrupted while writing the unpacked file (Ctrl-C, a full disk): same outcome.
+    for key, data in files.items():
+        (mirror / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data, mtime=0))
+    real_write = Path.write_bytes
+
+    def write_half(self: Path, data: bytes) -> int:
+        real_write(self, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", write_half)
+    with pytest.raises(KeyboardInterrupt):
+        sources.ensure_dataset(root, "mnist")
+    assert list(raw.iterdir()) == []
+    monkeypatch.setattr(Path, "write_bytes", real_write)
+    paths = sources.ensure_dataset(root, "mnist")  # the next run fetches and verifies afresh
+    assert paths["train_images"].read_bytes() == files["train_images"]

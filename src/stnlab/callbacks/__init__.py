@@ -1,5 +1,6 @@
 """Lightning callbacks of stnlab."""
 
+from stnlab.callbacks.health import CollapseDetector
 from stnlab.callbacks.transform_grid import TransformGridCallback, make_grid_image
 
-__all__ = ["TransformGridCallback", "make_grid_image"]
+__all__ = ["CollapseDetector", "TransformGridCallback", "make_grid_image"]

@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from stnlab.data.distortions import Distortion, NoDistortion
 from stnlab.data.sources import DATASETS, ensure_dataset, load_split
+from stnlab.errors import ConfigError
+from stnlab.validation import check_batch_split
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,11 @@ class DigitsDataModule(L.LightningDataModule):
         channels: image channels (1 for MNIST, 3 for CIFAR-10).
         num_classes: number of labels.
         mean, std: per-channel statistics (the model normalises with them).
-        batch_size: training batch size per process.
-        eval_batch_size: validation/test batch size (no gradients, so larger is cheaper).
+        batch_size: the global training batch (the paper's 256): with N processes each
+            takes ``batch_size / N`` per step, so the schedule and learning rate do not
+            depend on the number of GPUs. Must be divisible by N.
+        eval_batch_size: validation/test batch size per process (no gradients, so larger
+            is cheaper; it does not change any result).
         val_size: images held out of the training file for validation.
         seed: seeds the train/val split, the shuffling and the training distortions.
         eval_seed: seeds the fixed validation (``eval_seed``) and test (``eval_seed + 1``)
@@ -146,15 +151,15 @@ class DigitsDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r}; valid: {DATASETS}")
+            raise ConfigError(f"data.dataset={dataset!r} is unknown; valid: {DATASETS}")
         self.distortion = distortion if distortion is not None else NoDistortion(canvas_size)
         if self.distortion.canvas_size != canvas_size:
-            raise ValueError(
+            raise ConfigError(
                 f"data.canvas_size={canvas_size} but the distortion renders "
                 f"{self.distortion.canvas_size}×{self.distortion.canvas_size}; set both alike"
             )
         if batch_size <= 0 or eval_batch_size <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"batch sizes must be positive, got batch_size={batch_size}, "
                 f"eval_batch_size={eval_batch_size}"
             )
@@ -180,7 +185,7 @@ class DigitsDataModule(L.LightningDataModule):
         shape = (self.channels, self.image_size, self.image_size)
         got = (1, *images.shape[1:]) if images.ndim == 3 else tuple(images.shape[1:])
         if got != shape:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.dataset} images are {got} (C, H, W) but the data config says "
                 f"channels={self.channels}, image_size={self.image_size}; pick the matching "
                 "data/source (mnist | fashion_mnist | cifar10)"
@@ -191,7 +196,7 @@ class DigitsDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and self.val_set is None:
             images, labels = self._load("train")
             if not 0 < self.val_size < len(images):
-                raise ValueError(
+                raise ConfigError(
                     f"data.val_size={self.val_size} must be between 1 and {len(images) - 1} "
                     f"(the training file holds {len(images)} images)"
                 )
@@ -224,7 +229,9 @@ class DigitsDataModule(L.LightningDataModule):
             raise RuntimeError("DigitsDataModule.setup() must run before asking for a loader")
         rank, world = self._rank_info()
         overfit = self.trainer is not None and bool(self.trainer.overfit_batches)
-        batch_size = self.batch_size if train else self.eval_batch_size
+        if train:
+            check_batch_split(self.batch_size, world, f"trainer world size {world}")
+        batch_size = self.batch_size // world if train else self.eval_batch_size
         options = {"seed": self.seed, "drop_last": train, "rank": rank, "world_size": world}
         if train and not overfit:
             sampler: IndexBatches = IndexBatches(len(data), batch_size, shuffle=True, **options)

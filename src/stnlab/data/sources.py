@@ -34,10 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stnlab.errors import StnlabError
+
 log = logging.getLogger(__name__)
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(StnlabError, RuntimeError):
     """A dataset file is missing, wrong, or cannot be fetched; the message says what to do."""
 
 

@@ -8,7 +8,7 @@ This package imports nothing else from stnlab and knows nothing of Lightning.
 """
 
 from stnlab.geometry.fields import displacement_grid, smooth_displacement
-from stnlab.geometry.sampler import ALIGN_CORNERS, base_grid, sample, warp
+from stnlab.geometry.sampler import ALIGN_CORNERS, base_grid, grid_coverage, sample, warp
 from stnlab.geometry.transforms import (
     FAMILIES,
     AffineTransform,
@@ -36,6 +36,7 @@ __all__ = [
     "TranslationTransform",
     "base_grid",
     "displacement_grid",
+    "grid_coverage",
     "homography_from_points",
     "make_family",
     "matrix_grid",

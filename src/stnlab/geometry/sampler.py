@@ -74,3 +74,14 @@ def warp(
         size = (images.shape[-2], images.shape[-1])
     grid = family.grid(theta, size)
     return sample(images, grid, padding_mode=padding_mode)
+
+
+def grid_coverage(grid: Tensor) -> Tensor:
+    """Fraction of output pixels whose sampling point lies inside the input: ``(B,)``.
+
+    ``grid`` is ``(B, H, W, 2)`` in normalised coordinates. 1 means the output shows input
+    everywhere (zooming in, or the identity); near 0 means the output is almost all
+    padding, the signature of a transformer that zoomed or slid its input out of view.
+    """
+    inside = (grid.detach().abs() <= 1.0).all(dim=-1)
+    return inside.flatten(1).float().mean(dim=1)

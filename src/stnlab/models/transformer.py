@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stnlab.geometry import TransformFamily, matrix_grid, sample
+from stnlab.geometry import TransformFamily, grid_coverage, matrix_grid, sample
 
 
 class SpatialTransformer(nn.Module):
@@ -21,6 +21,11 @@ class SpatialTransformer(nn.Module):
         transform: the transform family θ belongs to.
         output_size: side of the square output (default: same as the input).
         num_transformers: parallel transformers sharing the localisation net.
+
+    Attributes:
+        track_coverage: when true, each forward stores :attr:`coverage`, the fraction of
+            every sample's output that shows input ``(B,)`` (mean over parallel
+            transformers); training-health checks switch it on for the batches they watch.
     """
 
     def __init__(
@@ -39,6 +44,14 @@ class SpatialTransformer(nn.Module):
         self.num_transformers = num_transformers
         self.regressor = nn.Linear(loc_net.out_features, transform.num_params * num_transformers)
         self.reset_to_identity()
+        self.track_coverage = False
+        self.coverage: Tensor | None = None
+
+    def _sample(self, x: Tensor, grid: Tensor) -> Tensor:
+        if self.track_coverage:
+            per_copy = grid_coverage(grid)
+            self.coverage = per_copy.view(-1, self.num_transformers).mean(dim=1)
+        return sample(x, grid)
 
     def reset_to_identity(self) -> None:
         """Zero the regression weights and set its bias to the family's identity θ."""
@@ -55,12 +68,12 @@ class SpatialTransformer(nn.Module):
         side = self.output_size or x.shape[-1]
         theta = self.predict_theta(x)
         if self.num_transformers == 1:
-            return sample(x, self.transform.grid(theta, (side, side)))
+            return self._sample(x, self.transform.grid(theta, (side, side)))
         b, c = x.shape[:2]
         n = self.num_transformers
         thetas = theta.view(b * n, -1)
         copies = x.unsqueeze(1).expand(b, n, *x.shape[1:]).reshape(b * n, *x.shape[1:])
-        out = sample(copies, self.transform.grid(thetas, (side, side)))
+        out = self._sample(copies, self.transform.grid(thetas, (side, side)))
         return out.view(b, n * c, side, side)
 
 
@@ -114,4 +127,4 @@ class ICSpatialTransformer(SpatialTransformer):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, S, S)`` sampled once from ``x`` by the composed warp."""
         side = self.output_size or x.shape[-1]
-        return sample(x, matrix_grid(self.warp_matrix(x), (side, side)))
+        return self._sample(x, matrix_grid(self.warp_matrix(x), (side, side)))

@@ -1,0 +1,163 @@
+"""One table for a whole multirun: every job's overrides, status and final metrics.
+
+``python -m stnlab.analysis.sweep outputs/train/multiruns/<time>`` (Hydra also writes it at
+the end of every ``-m`` run) reads each job directory of the sweep (``.hydra/overrides.yaml``
+plus ``metrics.json``, or ``failure.json`` for a job that failed) and writes
+``summary.csv`` and ``summary.md`` in the sweep directory, sorted by the optimised metric,
+best first; failed and unfinished jobs come last with their reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+REPORTED = ("val/acc_best", "test/acc", "test/err", "test/loss")
+
+
+def lower_is_better(metric: str) -> bool:
+    """``*loss`` and ``*err`` are minimised; accuracies are maximised."""
+    return metric.endswith(("loss", "err", "loss_epoch"))
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    return sorted(
+        jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
+    )
+
+
+def read_job(job_dir: Path) -> dict[str, Any]:
+    """``{"job", "overrides": {key: value}, "status", "error", metrics…}`` of one job dir."""
+    raw = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = {}
+    for item in raw:
+        key, _, value = str(item).partition("=")
+        overrides[key] = value
+    row: dict[str, Any] = {"job": job_dir.name, "overrides": overrides, "error": ""}
+    metrics_file, failure_file = job_dir / "metrics.json", job_dir / "failure.json"
+    if metrics_file.is_file():
+        row["status"] = "ok"
+        metrics = json.loads(metrics_file.read_text())
+        row.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    elif failure_file.is_file():
+        failure = json.loads(failure_file.read_text())
+        row["status"] = "failed"
+        row["error"] = f"{failure.get('error')}: {failure.get('message', '')}".splitlines()[0]
+    else:
+        row["status"] = "unfinished"  # still running, or killed
+    return row
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def summarize_sweep(
+    sweep_dir: str | Path, metric: str = "val/acc_best"
+) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """Write ``summary.csv`` and ``summary.md`` for ``sweep_dir``; return both paths and rows.
+
+    Rows are sorted by ``metric`` (best first: lowest for losses and errors); jobs without
+    it (failed, unfinished) follow in job order.
+    """
+    sweep = Path(sweep_dir)
+    jobs = _job_dirs(sweep)
+    if not jobs:
+        raise FileNotFoundError(
+            f"{sweep} holds no job directories (no */.hydra/overrides.yaml); pass the folder "
+            "a multirun printed, e.g. outputs/train/multiruns/<date_time>"
+        )
+    rows = [read_job(job) for job in jobs]
+    sign = 1.0 if lower_is_better(metric) else -1.0
+
+    def order(row: dict[str, Any]) -> tuple[int, float]:
+        value = row.get(metric)
+        if isinstance(value, int | float) and not math.isnan(value):
+            return (0, sign * value)
+        return (1, 0.0)
+
+    rows.sort(key=order)
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row["overrides"] if k not in keys]
+    varying = [k for k in keys if len({r["overrides"].get(k, "") for r in rows}) > 1] or keys
+    metrics = [metric, *(m for m in REPORTED if m != metric)]
+    header = ["job", *varying, "status", *metrics, "error"]
+    table = [
+        [row["job"], *(row["overrides"].get(k, "") for k in varying), row["status"]]
+        + [_format(row.get(m, "")) for m in metrics]
+        + [row["error"]]
+        for row in rows
+    ]
+    csv_path, md_path = sweep / "summary.csv", sweep / "summary.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(table)
+    failed = [r for r in rows if r["status"] != "ok"]
+    lines = [
+        f"# Sweep {sweep.name}: {len(rows)} jobs, {len(rows) - len(failed)} finished",
+        "",
+        f"Sorted by `{metric}` ({'lower' if sign > 0 else 'higher'} is better).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in table),
+    ]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path, rows
+
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover - hydra-core < 1.1
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class SweepSummary(_HydraCallback):
+    """Hydra callback: write the sweep's summary when a multirun ends and report failures."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        metric = config.get("optimized_metric") or "val/acc_best"
+        try:
+            _, md_path, rows = summarize_sweep(config.hydra.sweep.dir, metric)
+        except FileNotFoundError as err:
+            log.warning("no sweep summary: %s", err)
+            return
+        failed = [r for r in rows if r["status"] != "ok"]
+        log.info("sweep summary: %s", md_path)
+        for row in failed:
+            log.error(
+                "job %s (%s) %s %s",
+                row["job"],
+                " ".join(f"{k}={v}" for k, v in row["overrides"].items()),
+                row["status"],
+                row["error"],
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m stnlab.analysis.sweep SWEEP_DIR [--metric val/acc_best]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory")
+    parser.add_argument("--metric", default="val/acc_best", help="sort key (default: %(default)s)")
+    args = parser.parse_args(argv)
+    csv_path, md_path, _ = summarize_sweep(args.sweep_dir, args.metric)
+    print(md_path.read_text(), end="")
+    print(f"wrote {csv_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()

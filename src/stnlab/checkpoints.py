@@ -1,0 +1,136 @@
+"""Checkpoint files: atomic writes, reading with clear errors, finding a run's last one.
+
+Lightning writes checkpoints through a ``CheckpointIO`` plugin; :class:`AtomicCheckpointIO`
+writes each file under a temporary name in the same folder, flushes it to disk and
+renames it over the old one, so a crash or ``kill -9`` mid-save leaves the previous
+``last.ckpt`` intact, never a truncated file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from stnlab.errors import CheckpointError
+
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``.<name>.tmp-<pid>`` beside the target, fsync, then rename."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options}")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint on the CPU, or raise :class:`CheckpointError` saying what is wrong."""
+    file = Path(path)
+    if not file.is_file():
+        where = file.parent
+        near = sorted(p.name for p in where.glob("*.ckpt")) if where.is_dir() else []
+        hint = f" Checkpoints in {where}: {near}." if near else ""
+        raise CheckpointError(
+            f"ckpt_path={path} does not exist.{hint} Pass an existing .ckpt file, "
+            "ckpt_path=auto to resume this run's own last checkpoint, or ckpt_path=null."
+        )
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, pickled objects, …
+        raise CheckpointError(
+            f"ckpt_path={path} cannot be read as a checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}). The file is truncated, corrupted or not a "
+            "Lightning checkpoint; use another one (e.g. checkpoints/best.ckpt) or start afresh."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"ckpt_path={path} holds no model weights (no 'state_dict' entry)")
+    return checkpoint
+
+
+def own_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """``<output_dir>/checkpoints/last.ckpt`` if this run directory has one."""
+    last = Path(output_dir) / "checkpoints" / LAST
+    return last if last.is_file() else None
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}
+
+
+def config_differences(saved: Any, current: Any, prefix: str, limit: int = 8) -> list[str]:
+    """Lines ``key: checkpoint has A, config has B`` for the leaves that differ."""
+    old, new = _flatten(saved, prefix), _flatten(current, prefix)
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if a != b:
+            lines.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
+    return lines[:limit] + ([f"… and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """Resolve ``cfg.ckpt_path`` (a path, ``auto`` or null) and check it fits ``cfg``.
+
+    ``auto`` means this run directory's own ``checkpoints/last.ckpt`` (run again with the
+    same ``hydra.run.dir`` to continue a killed run), or a fresh start when there is none.
+    A checkpoint written by stnlab carries its run's config; when its network or input
+    size differs from ``cfg``'s, :class:`CheckpointError` lists the differences.
+
+    Returns the path to hand to Lightning and the loaded checkpoint (both ``None`` for a
+    fresh start).
+    """
+    from omegaconf import OmegaConf
+
+    wanted = cfg.get("ckpt_path")
+    if wanted is None:
+        return None, None
+    if str(wanted) == "auto":
+        last = own_last_checkpoint(cfg.paths.output_dir)
+        if last is None:
+            return None, None
+        wanted = str(last)
+    checkpoint = read_checkpoint(wanted)
+    saved = checkpoint.get("stnlab_config")
+    if isinstance(saved, dict) and cfg.get("model") is not None:
+        lines = config_differences(
+            saved.get("model", {}).get("net"),
+            OmegaConf.to_container(cfg.model.net, resolve=True),
+            "model.net",
+        )
+        saved_data, data = saved.get("data", {}), cfg.get("data", {})
+        for key in ("canvas_size", "channels", "num_classes"):
+            if key in saved_data and key in data and saved_data[key] != data[key]:
+                lines.append(
+                    f"data.{key}: checkpoint has {saved_data[key]!r}, config has {data[key]!r}"
+                )
+        if lines:
+            diff = "\n  ".join(lines)
+            raise CheckpointError(
+                f"ckpt_path={wanted} belongs to another model:\n  {diff}\n"
+                "Use the model and data overrides of the run that wrote it (its "
+                ".hydra/overrides.yaml), or train afresh without ckpt_path."
+            )
+    return str(wanted), checkpoint

@@ -1,0 +1,31 @@
+"""The errors stnlab raises for problems a user can fix; each message says what to do.
+
+The entry points print these without a traceback (``src/train.py``); anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class StnlabError(Exception):
+    """Base class: the message names the bad value and what would be valid."""
+
+
+class ConfigError(StnlabError, ValueError):
+    """A config value is invalid, or two values do not fit together."""
+
+
+class CheckpointError(StnlabError, ValueError):
+    """A checkpoint is missing, unreadable, or belongs to another model."""
+
+
+class TrainingError(StnlabError, RuntimeError):
+    """Training cannot go on (non-finite loss, collapsed transformer)."""
+
+
+class NonFiniteLossError(TrainingError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class TransformerCollapseError(TrainingError):
+    """The spatial transformer maps (nearly) every output pixel outside the input."""

@@ -1,0 +1,149 @@
+"""Interrupted training loses nothing: atomic checkpoints, exact resume, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from stnlab.checkpoints import AtomicCheckpointIO, read_checkpoint
+from stnlab.errors import CheckpointError
+from stnlab.tasks import train
+
+ROOT = Path(__file__).resolve().parents[1]
+MakeCfg = Callable[..., DictConfig]
+TINY = [
+    "model=stn_cnn",
+    "debug=limit",  # 5 training batches per epoch
+    "trainer.max_epochs=3",
+    "data.val_size=100",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "trainer.enable_progress_bar=false",
+    "logger=wandb",
+]
+
+
+def _cli(data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "STNLAB_DATA_DIR": str(data_root),
+        "PYTHONPATH": str(ROOT / "tests"),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
+    cmd = [sys.executable, str(ROOT / "tests" / "cli_helper.py"), *TINY, *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def _metrics(run: Path) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("test_ckpt")
+    return metrics
+
+
+def test_sigkill_mid_epoch_then_auto_resume_matches_a_straight_run(
+    fake_mnist_root: Path, tmp_path: Path
+) -> None:
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    done = _cli(fake_mnist_root, f"hydra.run.dir={straight}")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    # Killed by SIGKILL at global step 7: in epoch 2, after epoch 1's checkpoint.
+    proc = _cli(
+        fake_mnist_root,
+        f"hydra.run.dir={killed}",
+        "+callbacks.kill._target_=cli_helper.KillAtStep",
+        "+callbacks.kill.step=7",
+    )
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert not (killed / "metrics.json").exists()
+    last = killed / "checkpoints" / "last.ckpt"
+    state = read_checkpoint(last)
+    assert state["epoch"] == 0 and state["global_step"] == 5
+    assert not list(last.parent.glob(".*tmp*"))  # no half-written file left behind
+
+    resumed = _cli(fake_mnist_root, f"hydra.run.dir={killed}", "ckpt_path=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "ckpt_path=auto: resuming" in resumed.stderr
+    final = read_checkpoint(last)
+    assert final["epoch"] == 2 and final["global_step"] == 15
+    # The same numbers to the last digit: weights, optimiser, scheduler, best accuracy,
+    # RNGs and the training-distortion generator all came back.
+    assert _metrics(killed) == _metrics(straight)
+    # One W&B run, continued: two offline run folders with the same run id.
+    ids = {p.name.rsplit("-", 1)[-1] for p in (killed / "wandb").glob("offline-run-*")}
+    assert len(list((killed / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
+    assert state["stnlab_wandb_id"] in ids
+
+
+def test_auto_without_a_checkpoint_starts_afresh(make_cfg: MakeCfg) -> None:
+    cfg = make_cfg("model=cnn", "debug=limit", "trainer.max_epochs=1", "ckpt_path=auto")
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")["epoch"] == 0
+
+
+def test_checkpoint_carries_everything_to_resume(make_cfg: MakeCfg) -> None:
+    cfg = make_cfg("model=stn_cnn", "debug=limit", "trainer.max_epochs=1", "test=false")
+    train(cfg)
+    ckpt = read_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "loops", "callbacks"):
+        assert ckpt[key], key
+    assert ckpt["stnlab_config"]["model"]["net"]["_target_"] == "stnlab.models.STNClassifier"
+    assert 0.0 <= ckpt["stnlab_val_acc_best"] <= 1.0
+    assert set(ckpt["stnlab_rng"]) == {"torch", "cuda", "numpy", "python"}
+    assert ckpt["DigitsDataModule"]["train_generator"].dtype == torch.uint8
+
+
+def test_interrupted_save_keeps_the_previous_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+
+    def crash(obj: object, f: object) -> None:
+        f.write(b"half a checkpoint")  # type: ignore[attr-defined]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert torch.equal(read_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_truncated_checkpoint_is_a_clear_error(make_cfg: MakeCfg, tmp_path: Path) -> None:
+    cfg = make_cfg("model=cnn", "debug=limit", "trainer.max_epochs=1", "test=false")
+    train(cfg)
+    good = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    bad = tmp_path / "truncated.ckpt"
+    bad.write_bytes(good.read_bytes()[:2000])
+    resume = make_cfg("model=cnn", "debug=fdr", f"ckpt_path={bad}", output_dir=tmp_path / "r")
+    with pytest.raises(CheckpointError, match=r"truncated.ckpt cannot be read .* truncated"):
+        train(resume)
+    not_a_ckpt = tmp_path / "notes.ckpt"
+    not_a_ckpt.write_text("hello")
+    with pytest.raises(CheckpointError, match="cannot be read as a checkpoint"):
+        read_checkpoint(not_a_ckpt)
+
+
+def test_checkpoint_of_another_model_is_rejected(make_cfg: MakeCfg, tmp_path: Path) -> None:
+    cfg = make_cfg("model=cnn", "debug=limit", "trainer.max_epochs=1", "test=false")
+    train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    other = make_cfg("model=stn_cnn", "debug=fdr", f"ckpt_path={last}", output_dir=tmp_path / "o")
+    with pytest.raises(CheckpointError) as info:
+        train(other)
+    message = str(info.value)
+    assert "belongs to another model" in message
+    assert "model.net.transformer._target_: checkpoint has '<absent>'" in message
+    assert ".hydra/overrides.yaml" in message
