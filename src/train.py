@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -12,9 +13,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from stnlab.errors import StnlabError
+from stnlab.launching import ddp_job_scope
 from stnlab.tasks import train
 
 log = logging.getLogger("stnlab.train")
+# conf/hydra/launcher/{joblib,submitit_*}.yaml share their names with the plugins' schemas,
+# which Hydra then uses to validate them: intended, so its deprecation notice is noise.
+warnings.filterwarnings("ignore", message=r"(?s).*is validated against ConfigStore schema")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -22,25 +27,28 @@ def main(cfg: DictConfig) -> float | None:
     """Run one training job; return the metric a sweeper optimises (``optimized_metric``).
 
     In a multirun a failing job is logged, recorded in its ``failure.json`` and returns
-    NaN, so the other jobs (and an Optuna search) go on. A single run that fails on a
-    problem the user can fix prints the message without a traceback and exits with 1.
+    ``None``, so the other jobs go on and an Optuna search records the trial as failed
+    (the Optuna sweeper crashes on NaN, but marks a value it cannot read as a failed
+    trial). A single run that fails on a problem the user can fix prints the message
+    without a traceback and exits with 1.
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        metrics = train(cfg)
+        with ddp_job_scope():
+            metrics = train(cfg)
     except StnlabError as err:
         if multirun:
             log.error("job %s failed: %s", HydraConfig.get().job.num, err)
-            return math.nan
+            return None
         log.error("%s", err)
         sys.exit(1)
     except Exception:
         if multirun:
             log.exception("job %s failed with an unexpected error", HydraConfig.get().job.num)
-            return math.nan
+            return None
         raise
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    value = metrics.get(cfg.get("optimized_metric") or "")
+    return float(value) if isinstance(value, float | int) and math.isfinite(value) else None
 
 
 if __name__ == "__main__":

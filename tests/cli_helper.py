@@ -1,8 +1,8 @@
-"""Run ``src/train.py`` in a subprocess on the tests' synthetic MNIST.
+"""Helpers for tests that run ``src/train.py`` in subprocesses on the synthetic MNIST.
 
-``python tests/cli_helper.py [train.py overrides]`` with ``STNLAB_DATA_DIR`` pointing at a
-data root made by the ``fake_mnist_root`` fixture: the checksums of those files are trusted
-(as the ``fake_mnist`` fixture does in-process), then ``src/train.py`` runs as ``__main__``.
+Subprocesses (the CLI, DDP ranks, joblib and submitit workers) cannot see the in-process
+``fake_mnist`` fixture, so :func:`cli_env` gives them an environment in which
+``tests/sitecustomize.py`` trusts the synthetic files' checksums at interpreter start-up.
 :class:`KillAtStep` is a callback for ``+callbacks.kill._target_=cli_helper.KillAtStep``.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import runpy
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import lightning as L
 
 ROOT = Path(__file__).resolve().parents[1]
+TRUST_ENV = "STNLAB_TEST_TRUST_MNIST"
 
 
 def trust_synthetic_mnist(root: str | Path) -> None:
@@ -37,6 +38,29 @@ def trust_synthetic_mnist(root: str | Path) -> None:
     )
 
 
+def cli_env(data_root: Path, **extra: str) -> dict[str, str]:
+    """Environment for a ``src/train.py`` subprocess on the synthetic data at ``data_root``."""
+    return {
+        **os.environ,
+        "STNLAB_DATA_DIR": str(data_root),
+        TRUST_ENV: str(data_root),
+        "PYTHONPATH": str(ROOT / "tests"),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        **extra,
+    }
+
+
+def run_train(
+    data_root: Path, *overrides: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    """``python src/train.py *overrides`` on the synthetic data; output captured."""
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *overrides]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=cli_env(data_root), cwd=cwd, timeout=600
+    )
+
+
 class KillAtStep(L.Callback):
     """SIGKILL this process when training reaches global step ``step`` (mid-epoch)."""
 
@@ -46,10 +70,3 @@ class KillAtStep(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-if __name__ == "__main__":
-    trust_synthetic_mnist(os.environ["STNLAB_DATA_DIR"])
-    script = ROOT / "src" / "train.py"
-    sys.argv = [str(script), *sys.argv[1:]]
-    runpy.run_path(str(script), run_name="__main__")

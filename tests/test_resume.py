@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,11 +11,11 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
+from cli_helper import run_train
 from stnlab.checkpoints import AtomicCheckpointIO, read_checkpoint
 from stnlab.errors import CheckpointError
 from stnlab.tasks import train
 
-ROOT = Path(__file__).resolve().parents[1]
 MakeCfg = Callable[..., DictConfig]
 TINY = [
     "model=stn_cnn",
@@ -32,15 +30,7 @@ TINY = [
 
 
 def _cli(data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "STNLAB_DATA_DIR": str(data_root),
-        "PYTHONPATH": str(ROOT / "tests"),
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-    }
-    cmd = [sys.executable, str(ROOT / "tests" / "cli_helper.py"), *TINY, *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return run_train(data_root, *TINY, *overrides)
 
 
 def _metrics(run: Path) -> dict:

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
 from stnlab.checkpoints import AtomicCheckpointIO, checkpoint_for_run
+from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
 from stnlab.validation import instantiate_checked, validate_config
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     if cfg.get("train", True):
         _resume_wandb_run(cfg, checkpoint)
+    ctx = job_context()
+    tag_sweep_job(cfg, ctx)
+    if ctx is not None:
+        install_ddp_relaunch()
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     try:
@@ -124,11 +130,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(_scalar_metrics(trainer.callback_metrics))
             if ckpt:
                 metrics["test_ckpt"] = ckpt  # type: ignore[assignment]
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run that now passed
+        if trainer.is_global_zero:  # one file per run, whatever the number of processes
+            text = json.dumps(metrics, indent=2, sort_keys=True)
+            (output_dir / "metrics.json").write_text(text)
+            (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run that passed
         return metrics
     except BaseException as err:
-        write_failure(output_dir, err)
+        if getattr(rank_zero_only, "rank", 0) == 0:
+            write_failure(output_dir, err)
         raise
     finally:
         close_wandb()

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli_helper import run_train
 from stnlab.analysis.sweep import main, summarize_sweep
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _job(sweep: Path, num: int, overrides: list[str], **files: dict) -> None:
@@ -79,15 +75,8 @@ def test_multirun_with_a_failing_job_keeps_and_summarises_the_others(
     fake_mnist_root: Path, tmp_path: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    env = {
-        **os.environ,
-        "STNLAB_DATA_DIR": str(fake_mnist_root),
-        "PYTHONPATH": str(ROOT / "tests"),
-        "WANDB_MODE": "offline",
-    }
-    cmd = [
-        sys.executable,
-        str(ROOT / "tests" / "cli_helper.py"),
+    proc = run_train(
+        fake_mnist_root,
         "-m",
         "model=cnn",
         "debug=limit",
@@ -96,8 +85,7 @@ def test_multirun_with_a_failing_job_keeps_and_summarises_the_others(
         "data.batch_size=32",
         "data.val_size=100,100000,50",  # the second job cannot split 600 images that way
         f"hydra.sweep.dir={sweep}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "job 1 failed: data.val_size=100000 must be between 1 and 599" in proc.stderr
     assert (sweep / "0" / "metrics.json").exists() and (sweep / "2" / "metrics.json").exists()

@@ -13,6 +13,13 @@ import torch
 from torch import Tensor, nn
 
 
+def scale_widths(widths: Sequence[int], mult: float, what: str) -> list[int]:
+    """``widths`` × ``mult``, rounded, at least 1 each (one knob sizes a whole net)."""
+    if mult <= 0:
+        raise ValueError(f"{what}.width_mult must be > 0, got {mult}")
+    return [max(1, round(w * mult)) for w in widths]
+
+
 def _mlp(in_features: int, hidden: Sequence[int]) -> tuple[nn.Sequential, int]:
     layers: list[nn.Module] = []
     for width in hidden:
@@ -71,6 +78,8 @@ class ConvLocNet(nn.Module):
         input_pool: max-pool factor applied to the input first (1 = none); cheap on large
             canvases, as in the paper's localisation nets.
         pool: max-pool factor after each conv.
+        width_mult: multiplies every conv channel count and hidden width (a single size
+            knob for sweeps and searches).
     """
 
     def __init__(
@@ -82,8 +91,11 @@ class ConvLocNet(nn.Module):
         hidden: Sequence[int] = (50,),
         input_pool: int = 1,
         pool: int = 2,
+        width_mult: float = 1.0,
     ) -> None:
         super().__init__()
+        channels = scale_widths(channels, width_mult, "ConvLocNet")
+        hidden = scale_widths(hidden, width_mult, "ConvLocNet")
         layers: list[nn.Module] = [nn.MaxPool2d(input_pool)] if input_pool > 1 else []
         layers += conv_stack(in_channels, channels, kernels, pool, "ConvLocNet")
         layers.append(nn.Flatten())
@@ -97,7 +109,10 @@ class ConvLocNet(nn.Module):
 
 
 class FCLocNet(nn.Module):
-    """Fully connected localisation net: flatten → (FC → ReLU)×n, with optional input pooling."""
+    """Fully connected localisation net: flatten → (FC → ReLU)×n, with optional input pooling.
+
+    ``width_mult`` multiplies every hidden width (a single size knob for searches).
+    """
 
     def __init__(
         self,
@@ -105,8 +120,10 @@ class FCLocNet(nn.Module):
         input_size: int,
         hidden: Sequence[int] = (32, 32, 32),
         input_pool: int = 1,
+        width_mult: float = 1.0,
     ) -> None:
         super().__init__()
+        hidden = scale_widths(hidden, width_mult, "FCLocNet")
         if not hidden:
             raise ValueError("FCLocNet needs at least one hidden layer, e.g. hidden=[32]")
         pre: list[nn.Module] = [nn.MaxPool2d(input_pool)] if input_pool > 1 else []

@@ -1,0 +1,198 @@
+"""Sweeps and scale-out from ``src/train.py``: grid multirun with W&B groups, Optuna with
+SQLite resume, joblib and submitit launchers, DDP on the CPU (alone and inside a multirun).
+
+Every test runs the real CLI in a subprocess on the synthetic MNIST (see ``cli_helper``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cli_helper import run_train
+
+TINY = [
+    "debug=limit",  # 5 training batches per epoch, checkpoints and grids written
+    "trainer.max_epochs=1",
+    "data.val_size=100",
+    "data.batch_size=32",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
+
+def _wandb_runs(job: Path) -> list[tuple[str, str]]:
+    """``(run id, init settings logged by wandb)`` of each offline run under ``job``."""
+    runs = []
+    for run in sorted((job / "wandb").glob("offline-run-*")):
+        runs.append((run.name.rsplit("-", 1)[-1], (run / "logs" / "debug.log").read_text()))
+    return runs
+
+
+def _summary(sweep: Path) -> list[dict[str, str]]:
+    with open(sweep / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _files_outside(root: Path, allowed: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and allowed not in p.parents]
+
+
+def test_grid_sweep_2x2_runs_every_job_with_its_own_grouped_wandb_run(
+    fake_mnist_root: Path, tmp_path: Path
+) -> None:
+    sweep, cwd = tmp_path / "sweep", tmp_path / "cwd"
+    cwd.mkdir()
+    proc = run_train(
+        fake_mnist_root,
+        "-m",
+        "model=stn_cnn",
+        "model/loc_net=fc,conv_small",
+        "model.optimizer.lr=0.01,0.02",
+        *TINY,
+        "logger=wandb",
+        f"hydra.sweep.dir={sweep}",
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    ids = set()
+    for job in jobs:
+        assert (job / "metrics.json").exists() and (job / "checkpoints" / "last.ckpt").exists()
+        runs = _wandb_runs(job)
+        assert len(runs) == 1
+        run_id, settings = runs[0]
+        ids.add(run_id)
+        assert "'group': 'debug/sweep'" in settings  # <task_name>/<sweep folder>
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        loc_net = re.search(r"model/loc_net=(\w+)", overrides).group(1)
+        assert f"'model/loc_net={loc_net}'" in settings  # tagged with its overrides
+        assert f"'name': 'sweep/{job.name}'" in settings
+    assert len(ids) == 4
+    table = _summary(sweep)
+    assert len(table) == 4 and {t["status"] for t in table} == {"ok"}
+    accs = [float(t["val/acc_best"]) for t in table]
+    assert accs == sorted(accs, reverse=True)
+    assert {"model/loc_net", "model.optimizer.lr"} <= set(table[0])
+    assert _files_outside(tmp_path, sweep) == []  # nothing written beside the sweep
+
+
+def test_optuna_search_resumes_from_sqlite_and_survives_failed_trials(
+    fake_mnist_root: Path, tmp_path: Path
+) -> None:
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    common = [
+        "hparams_search=loc_net_optuna",
+        f"hydra.sweeper.storage={storage}",
+        *TINY,
+        "logger=csv",
+    ]
+    first = run_train(
+        fake_mnist_root, *common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 'a'}"
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Resumed for 2 more trials that all fail (a val split larger than the data).
+    second = run_train(
+        fake_mnist_root,
+        *common,
+        "hydra.sweeper.n_trials=2",
+        "data.val_size=100000",
+        f"hydra.sweep.dir={tmp_path / 'b'}",
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    study = optuna.load_study(study_name="loc_net_optuna", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE"] * 3 + ["FAIL"] * 2
+    assert 0.0 <= study.best_value <= 1.0
+    assert set(study.best_params) == {
+        "model/loc_net",
+        "model.net.transformer.loc_net.width_mult",
+        "model.loc_lr_mult",
+        "model.optimizer.lr",
+    }
+    assert [t["status"] for t in _summary(tmp_path / "b")] == ["failed", "failed"]
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_parallel_launchers_run_a_two_job_sweep(
+    fake_mnist_root: Path, tmp_path: Path, launcher: str
+) -> None:
+    pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        fake_mnist_root,
+        "-m",
+        f"hydra/launcher={launcher}",
+        "model=cnn",
+        "model.optimizer.lr=0.01,0.02",
+        *TINY,
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = _summary(sweep)
+    assert sorted(t["model.optimizer.lr"] for t in table) == ["0.01", "0.02"]
+    assert all(t["status"] == "ok" for t in table)
+    for job in ("0", "1"):
+        assert json.loads((sweep / job / "metrics.json").read_text())["test/acc"] >= 0.0
+
+
+def _check_ddp_run(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert (run / "checkpoints" / "best.ckpt").exists()
+    assert (run / "train_ddp_process_1.log").exists()  # rank 1 ran, and logged here
+    assert len(_wandb_runs(run)) == 1  # one W&B run: metrics are logged once, by rank 0
+    assert not (run / "failure.json").exists()
+
+
+def test_ddp_cpu_single_run_keeps_every_file_in_the_run_dir(
+    fake_mnist_root: Path, tmp_path: Path
+) -> None:
+    run, cwd = tmp_path / "run", tmp_path / "cwd"
+    cwd.mkdir()
+    proc = run_train(
+        fake_mnist_root,
+        "trainer=ddp_cpu",
+        "model=stn_cnn",
+        *TINY,
+        "logger=wandb",
+        f"hydra.run.dir={run}",
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stderr
+    _check_ddp_run(run)
+    assert _files_outside(tmp_path, run) == []
+
+
+def test_ddp_cpu_inside_a_multirun_runs_each_job_once_in_its_dir(
+    fake_mnist_root: Path, tmp_path: Path
+) -> None:
+    sweep, cwd = tmp_path / "sweep", tmp_path / "cwd"
+    cwd.mkdir()
+    proc = run_train(
+        fake_mnist_root,
+        "-m",
+        "trainer=ddp_cpu",
+        "model=stn_cnn",
+        "model/loc_net=fc,conv_small",
+        *TINY,
+        "logger=wandb",
+        f"hydra.sweep.dir={sweep}",
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Each job launched its own second rank; no child replayed the sweep.
+    assert proc.stderr.count("Initializing distributed: GLOBAL_RANK: 1") == 2
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job in ("0", "1"):
+        _check_ddp_run(sweep / job)
+    assert [t["status"] for t in _summary(sweep)] == ["ok", "ok"]
+    assert _files_outside(tmp_path, sweep) == []
