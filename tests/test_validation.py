@@ -7,6 +7,7 @@ One test per class of mistake; each asserts the message a user sees. Data-file p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,9 @@ def _fails(make_cfg: MakeCfg, *overrides: str, match: str) -> ConfigError:
     cfg = make_cfg("model=stn_cnn", "debug=fdr", *overrides)
     with pytest.raises(ConfigError, match=match) as info:
         train(cfg)
+    # The run folder says why it failed (sweep summaries read this).
+    failure = json.loads((Path(cfg.paths.output_dir) / "failure.json").read_text())
+    assert failure["error"] == "ConfigError" and failure["message"] == str(info.value)
     return info.value
 
 

@@ -63,6 +63,7 @@ def write_failure(output_dir: Path, err: BaseException) -> None:
     """Record why a run failed in ``<output_dir>/failure.json`` (sweep summaries read it)."""
     record = {"error": type(err).__name__, "message": str(err)}
     try:
+        output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "failure.json").write_text(json.dumps(record, indent=2))
     except OSError:
         log.warning("could not write failure.json in %s", output_dir)
@@ -86,25 +87,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``cfg.paths.output_dir`` (``failure.json`` when the run fails). The W&B run is closed
     on every exit. ``ckpt_path=auto`` resumes this run directory's ``last.ckpt``.
     """
-    validate_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path, checkpoint = checkpoint_for_run(cfg)
-    if cfg.get("ckpt_path") == "auto":
-        log.info(
-            "ckpt_path=auto: %s",
-            f"resuming {ckpt_path}"
-            if ckpt_path
-            else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
-        )
-    if cfg.get("train", True):
-        _resume_wandb_run(cfg, checkpoint)
-    ctx = job_context()
-    tag_sweep_job(cfg, ctx)
-    if ctx is not None:
-        install_ddp_relaunch()
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
     try:
+        validate_config(cfg)
+        ckpt_path, checkpoint = checkpoint_for_run(cfg)
+        if cfg.get("ckpt_path") == "auto":
+            log.info(
+                "ckpt_path=auto: %s",
+                f"resuming {ckpt_path}"
+                if ckpt_path
+                else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
+            )
+        if cfg.get("train", True):
+            _resume_wandb_run(cfg, checkpoint)
+        ctx = job_context()
+        tag_sweep_job(cfg, ctx)
+        if ctx is not None:
+            install_ddp_relaunch()
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
         datamodule: L.LightningDataModule = instantiate_checked(cfg.data, "data")
         model: L.LightningModule = instantiate_checked(cfg.model, "model")
         model.run_config = OmegaConf.to_container(cfg, resolve=True)
@@ -124,6 +125,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
             metrics.update(_scalar_metrics(trainer.callback_metrics))
+            best = getattr(model, "val_acc_best", None)
+            if best is not None and best.update_called and "val/acc_best" not in metrics:
+                # resumed from a finished run: no epoch ran, the best is the checkpoint's
+                metrics["val/acc_best"] = float(best.compute())
         if cfg.get("test", True):
             ckpt = _checkpoint_to_test(cfg, trainer, ckpt_path)
             trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)

@@ -1,4 +1,4 @@
-"""``python -m stnlab.bench <data> [options]``: run a benchmark, print a table and a JSON line."""
+"""``python -m stnlab.bench data|train|eval [options]``: print a table, then one JSON line."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ import logging
 import sys
 
 from stnlab.bench import data as data_bench
+from stnlab.bench import eval as eval_bench
+from stnlab.bench import train as train_bench
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stnlab.bench", description=__doc__)
     sub = parser.add_subparsers(dest="which", required=True)
-    data_bench.add_arguments(sub.add_parser("data", help=data_bench.__doc__.splitlines()[0]))
+    benches = {"data": data_bench, "train": train_bench, "eval": eval_bench}
+    for name, bench in benches.items():
+        bench.add_arguments(sub.add_parser(name, help=bench.__doc__.splitlines()[0]))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    results = data_bench.run(args)
+    results = benches[args.which].run(args)
     print(json.dumps(results, sort_keys=True))
     return 0
 

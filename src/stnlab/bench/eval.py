@@ -1,0 +1,86 @@
+"""Evaluation time: one checkpoint on every fixed test set (7 variants × 10k digits).
+
+Renders each variant's fixed test set exactly as training runs do (``data.eval_seed``),
+resizes canvases to the model's input size where they differ, and classifies them in
+batches of ``data.eval_batch_size`` without gradients. The time counts rendering and
+inference; the last line is ``{"seconds": …, "samples": …}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from stnlab.bench.data import VARIANTS
+from stnlab.bench.train import compose_case
+from stnlab.checkpoints import read_checkpoint
+
+ALL_VARIANTS = ["mnist", *VARIANTS]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ckpt", default=None, help="checkpoint (default: a fresh ST-CNN)")
+    parser.add_argument("--variants", nargs="+", default=ALL_VARIANTS, choices=ALL_VARIANTS)
+    parser.add_argument("--data-dir", default=os.environ.get("STNLAB_DATA_DIR", "data"))
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+
+
+def load_model(ckpt: str | None, overrides: list[str], data_dir: str) -> tuple[Any, int]:
+    """The checkpoint's network (or a fresh default ST-CNN) in eval mode, and its input size."""
+    if ckpt is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = compose_case(overrides, data_dir, tmp)
+        model = instantiate(cfg.model)
+        size = int(cfg.data.canvas_size)
+    else:
+        checkpoint = read_checkpoint(ckpt)
+        saved = OmegaConf.create(checkpoint["stnlab_config"])
+        model = instantiate(saved.model)
+        model.load_state_dict(checkpoint["state_dict"])
+        size = int(saved.data.canvas_size)
+    return model.eval(), size
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    model, size = load_model(args.ckpt, args.override, args.data_dir)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu; model input "
+        f"{size}×{size}, batch {args.batch_size}"
+    )
+    print(f"{'variant':<11} {'samples':>8} {'render s':>9} {'infer s':>8} {'error %':>8}")
+    total_seconds, total_samples = 0.0, 0
+    for variant in args.variants:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = compose_case([f"data={variant}", *args.override], args.data_dir, tmp)
+        dm = instantiate(cfg.data)
+        dm.prepare_data()
+        start = time.perf_counter()
+        dm.setup("test")
+        rendered = time.perf_counter()
+        images, labels = dm.test_set.tensors
+        wrong = 0
+        with torch.inference_mode():
+            for first in range(0, len(images), args.batch_size):
+                x = images[first : first + args.batch_size]
+                if x.shape[-1] != size:
+                    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                logits = model(x)
+                wrong += int((logits.argmax(1) != labels[first : first + args.batch_size]).sum())
+        done = time.perf_counter()
+        total_seconds += done - start
+        total_samples += len(images)
+        print(
+            f"{variant:<11} {len(images):>8} {rendered - start:>9.2f} {done - rendered:>8.2f} "
+            f"{100 * wrong / len(images):>8.2f}"
+        )
+    print(f"{'all':<11} {total_samples:>8} {total_seconds:>18.2f}")
+    return {"seconds": round(total_seconds, 2), "samples": total_samples}

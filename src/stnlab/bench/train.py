@@ -1,0 +1,274 @@
+"""Training throughput: stnlab's ``Trainer.fit`` path against the compute limit and a peer.
+
+For each case (a model and a data variant) and the same model and batch size, in one
+process, each after warm-up, as the median of several timed windows in samples per second:
+
+* **limit**: a plain PyTorch loop (forward, backward, optimiser step) over a few batches
+  of canvases rendered beforehand and already on the device: no data work at all;
+* **stnlab**: the real ``Trainer.fit`` of ``src/train.py`` (on-device distortions, logging
+  and the default callbacks; progress bar off), timed between training batches;
+* **peer**: a plain loop fed by a ``DataLoader`` over a per-sample ``transforms.v2``
+  pipeline of the same distortion family (``stnlab.bench.data``), at its fastest
+  ``num_workers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import DataLoader
+
+from stnlab.bench.data import CONF_DIR, PerSampleDigits, peer_transform
+
+CASES: dict[str, list[str]] = {
+    "stn_cnn/rts": ["model=stn_cnn", "data=rts"],
+    "stn_cnn/cluttered": ["model=stn_cnn", "data=cluttered"],
+    "small/rotated": ["model=stn_small", "data=rotated"],
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per figure")
+    parser.add_argument(
+        "--window-batches", type=int, default=0, help="batches per window (0: about 2 s each)"
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="batches before timing")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--data-dir", default=os.environ.get("STNLAB_DATA_DIR", "data"))
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every case and pipeline (repeatable), e.g. "
+        "model.net.channels_last=true",
+    )
+
+
+def compose_case(overrides: list[str], data_dir: str, output_dir: str) -> DictConfig:
+    """``conf/train.yaml`` with ``overrides``, as ``src/train.py`` would compose it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(CONF_DIR.parent)
+        cfg.paths.output_dir = output_dir
+        cfg.paths.data_dir = str(Path(data_dir).resolve())
+        cfg.hydra.runtime.output_dir = output_dir
+        cfg.hydra.runtime.cwd = str(Path.cwd())
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+class WindowTimer(L.Callback):
+    """Times windows of training batches inside ``Trainer.fit``; writes rates to a JSON file.
+
+    The time between two ``on_train_batch_start`` calls covers everything a training step
+    costs: forward, backward, optimiser, logging, callbacks, and fetching, moving and
+    distorting the next batch.
+    """
+
+    def __init__(self, out_file: str, warmup: int, windows: int, window_batches: int) -> None:
+        self.out_file, self.warmup = out_file, warmup
+        self.windows, self.window_batches = windows, window_batches
+        self.stamps: list[float] = []
+        self.samples: list[int] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
+        self.stamps.append(time.perf_counter())
+        self.samples.append(len(batch[1]) * trainer.world_size)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.stamps.append(time.perf_counter())
+        rates = []
+        for w in range(self.windows):
+            first = self.warmup + w * self.window_batches
+            last = first + self.window_batches
+            if last >= len(self.stamps):
+                break
+            seconds = self.stamps[last] - self.stamps[first]
+            rates.append(sum(self.samples[first:last]) / seconds)
+        Path(self.out_file).write_text(json.dumps(rates))
+
+
+def _median_rate(
+    step: Callable[[], int], warmup: int, windows: int, window_batches: int
+) -> list[float]:
+    for _ in range(warmup):
+        step()
+    rates = []
+    for _ in range(windows):
+        start, count = time.perf_counter(), 0
+        for _ in range(window_batches):
+            count += step()
+        rates.append(count / (time.perf_counter() - start))
+    return rates
+
+
+def _train_step(module: L.LightningModule) -> Callable[[torch.Tensor, torch.Tensor], int]:
+    optimizer = module.configure_optimizers()["optimizer"]
+    net = module.net.train()
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> int:
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return len(y)
+
+    return step
+
+
+def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> list[float]:
+    """Plain loop over pre-rendered canvases already on the device."""
+    L.seed_everything(cfg.seed, verbose=False)
+    step = _train_step(instantiate(cfg.model))
+    images, labels = dm.train_set.tensors
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):
+        idx = torch.randperm(len(images), generator=gen)[: cfg.data.batch_size]
+        batches.append((dm.distort_train_batch(images[idx]), labels[idx]))
+    counter = iter(range(10**9))
+    return _median_rate(
+        lambda: step(*batches[next(counter) % len(batches)]), args.warmup, args.windows, wb
+    )
+
+
+def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -> list[float]:
+    """The real ``Trainer.fit`` path with the default callbacks and logger."""
+    from stnlab.tasks import train
+
+    out = Path(tmp) / "rates.json"
+    total = args.warmup + args.windows * wb + 1
+    with open_dict(cfg):
+        cfg.test = False
+        cfg.trainer.max_epochs = 1
+        cfg.trainer.limit_train_batches = total
+        cfg.trainer.limit_val_batches = 2
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.enable_model_summary = False
+        cfg.callbacks.bench_timer = {
+            "_target_": "stnlab.bench.train.WindowTimer",
+            "out_file": str(out),
+            "warmup": args.warmup,
+            "windows": args.windows,
+            "window_batches": wb,
+        }
+    train(cfg)
+    return json.loads(out.read_text())
+
+
+def peer_rates(
+    cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int, variant: str
+) -> tuple[list[float], int]:
+    """Per-sample torchvision pipeline feeding a plain loop; the fastest ``num_workers``."""
+    images, labels = dm.train_set.tensors
+    transform, clutter = peer_transform(variant)
+    dataset = PerSampleDigits(images, labels, transform, clutter)
+    best: tuple[list[float], int] | None = None
+    for workers in args.workers:
+        L.seed_everything(cfg.seed, verbose=False)
+        step = _train_step(instantiate(cfg.model))
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.data.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=True,
+        )
+        batches = _cycle(loader)
+        rates = _median_rate(
+            lambda step=step, batches=batches: step(*next(batches)),
+            args.warmup,
+            args.windows,
+            wb,
+        )
+        if best is None or statistics.median(rates) > statistics.median(best[0]):
+            best = (rates, workers)
+        batches.close()
+    assert best is not None
+    return best
+
+
+def _cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yield from loader
+
+
+def _window_batches(cfg: DictConfig, dm: Any, args: argparse.Namespace) -> int:
+    """Batches per window: as given, or enough for about two seconds of limit steps."""
+    if args.window_batches > 0:
+        return args.window_batches
+    rates = limit_rates(cfg, dm, argparse.Namespace(warmup=1, windows=1), 2)
+    return max(2, round(2.0 * rates[0] / cfg.data.batch_size))
+
+
+def _figure(rates: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    print(
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} "
+        f"threads, device cpu, median of {args.windows} windows after {args.warmup} warm-up "
+        "batches; samples/s"
+    )
+    columns = ("limit", "stnlab", "peer (workers)", "/limit", "/peer")
+    widths = (24, 24, 28, 7, 6)
+    print(f"{'case':<18} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
+    results: dict[str, dict[str, float]] = {}
+    for name in args.cases:
+        variant = CASES[name][1].split("=", 1)[1]
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = compose_case(
+                [*CASES[name], "trainer.accelerator=cpu", *args.override], args.data_dir, tmp
+            )
+            dm = instantiate(cfg.data)
+            dm.prepare_data()
+            dm.setup("fit")
+            wb = _window_batches(cfg, dm, args)
+            limit = _figure(limit_rates(cfg, dm, args, wb))
+            ours = _figure(stnlab_rates(cfg.copy(), args, wb, tmp))
+            peer_list, workers = peer_rates(cfg, dm, args, wb, variant)
+            peer = _figure(peer_list)
+        row = {
+            "limit_samples_per_s": round(limit["median"], 1),
+            "stnlab_samples_per_s": round(ours["median"], 1),
+            "peer_samples_per_s": round(peer["median"], 1),
+            "stnlab_over_limit": round(ours["median"] / limit["median"], 3),
+            "stnlab_over_peer": round(ours["median"] / peer["median"], 3),
+        }
+        results[name] = row
+        span = {
+            k: f"{v['median']:,.0f} ({v['min']:,.0f}–{v['max']:,.0f})"
+            for k, v in (("limit", limit), ("stnlab", ours), ("peer", peer))
+        }
+        print(
+            f"{name:<18} {span['limit']:>24} {span['stnlab']:>24} "
+            f"{span['peer'] + f' ({workers})':>28} {row['stnlab_over_limit']:>7.2f} "
+            f"{row['stnlab_over_peer']:>6.2f}"
+        )
+    return results
