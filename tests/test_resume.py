@@ -137,3 +137,27 @@ def test_checkpoint_of_another_model_is_rejected(make_cfg: MakeCfg, tmp_path: Pa
     assert "belongs to another model" in message
     assert "model.net.transformer._target_: checkpoint has '<absent>'" in message
     assert ".hydra/overrides.yaml" in message
+
+
+def test_options_that_change_no_weight_do_not_block_a_resume(
+    make_cfg: MakeCfg, tmp_path: Path
+) -> None:
+    cfg = make_cfg("model=cnn", "debug=limit", "trainer.max_epochs=1", "test=false")
+    train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=False)
+    del ckpt["stnlab_config"]["model"]["net"]["channels_last"]  # as written by an older stnlab
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    resumed = make_cfg(
+        "model=cnn",
+        "debug=limit",
+        "trainer.max_epochs=2",
+        "test=false",
+        "model.net.channels_last=true",
+        f"ckpt_path={old}",
+        output_dir=tmp_path / "resumed",
+    )
+    train(resumed)
+    final = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert final["global_step"] == 10

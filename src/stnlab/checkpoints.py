@@ -96,13 +96,11 @@ def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
 
     ``auto`` means this run directory's own ``checkpoints/last.ckpt`` (run again with the
     same ``hydra.run.dir`` to continue a killed run), or a fresh start when there is none.
-    A checkpoint written by stnlab carries its run's config; when its network or input
-    size differs from ``cfg``'s, :class:`CheckpointError` lists the differences.
+    Whether the weights fit the configured model is :func:`check_fits`'s job.
 
     Returns the path to hand to Lightning and the loaded checkpoint (both ``None`` for a
     fresh start).
     """
-    from omegaconf import OmegaConf
 
     wanted = cfg.get("ckpt_path")
     if wanted is None:
@@ -113,7 +111,29 @@ def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
             return None, None
         wanted = str(last)
     checkpoint = read_checkpoint(wanted)
+    return str(wanted), checkpoint
+
+
+def check_fits(model: Any, checkpoint: dict[str, Any], path: str, cfg: Any) -> None:
+    """Raise :class:`CheckpointError` when ``checkpoint``'s weights do not fit ``model``.
+
+    The weights decide (names and shapes); options that change no weight (e.g.
+    ``channels_last``) or that a newer stnlab added do not matter. The message lists the
+    config keys that differ from the run that wrote the checkpoint, which explain why.
+    """
+    from omegaconf import OmegaConf
+
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    bad = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if not bad:
+        return
+    weights = [
+        f"{k}: checkpoint {theirs.get(k, '<absent>')}, model {ours.get(k, '<absent>')}"
+        for k in bad[:4]
+    ] + ([f"… {len(bad) - 4} more weights"] if len(bad) > 4 else [])
     saved = checkpoint.get("stnlab_config")
+    lines = []
     if isinstance(saved, dict) and cfg.get("model") is not None:
         lines = config_differences(
             saved.get("model", {}).get("net"),
@@ -126,11 +146,9 @@ def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
                 lines.append(
                     f"data.{key}: checkpoint has {saved_data[key]!r}, config has {data[key]!r}"
                 )
-        if lines:
-            diff = "\n  ".join(lines)
-            raise CheckpointError(
-                f"ckpt_path={wanted} belongs to another model:\n  {diff}\n"
-                "Use the model and data overrides of the run that wrote it (its "
-                ".hydra/overrides.yaml), or train afresh without ckpt_path."
-            )
-    return str(wanted), checkpoint
+    diff = "\n  ".join(lines + weights)
+    raise CheckpointError(
+        f"ckpt_path={path} belongs to another model:\n  {diff}\n"
+        "Use the model and data overrides of the run that wrote it (its "
+        ".hydra/overrides.yaml), or train afresh without ckpt_path."
+    )

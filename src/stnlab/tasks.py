@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
-from stnlab.checkpoints import AtomicCheckpointIO, checkpoint_for_run
+from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_run
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
 from stnlab.validation import instantiate_checked, validate_config
 
@@ -108,6 +108,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             L.seed_everything(cfg.seed, workers=True)
         datamodule: L.LightningDataModule = instantiate_checked(cfg.data, "data")
         model: L.LightningModule = instantiate_checked(cfg.model, "model")
+        if checkpoint is not None and ckpt_path is not None:
+            check_fits(model, checkpoint, ckpt_path, cfg)
         model.run_config = OmegaConf.to_container(cfg, resolve=True)
         callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
         loggers = instantiate_dict(cfg.get("logger"), "logger")
