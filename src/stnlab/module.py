@@ -43,6 +43,9 @@ class STNLitModule(L.LightningModule):
         scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
         loc_lr_mult: the transformer's learning rate is the optimiser's times this; STNs
             are known to collapse (zoom out until the digit vanishes) when it is too high.
+        compile: compile the network with ``torch.compile`` (in place: checkpoints keep
+            their keys). The first steps pay the compile time; see the README's
+            Performance table for whether it pays off.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class STNLitModule(L.LightningModule):
         scheduler: functools.partial | None = None,
         scheduler_interval: str = "epoch",
         loc_lr_mult: float = 1.0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
@@ -65,6 +69,8 @@ class STNLitModule(L.LightningModule):
         # config instead (``stnlab_config``).
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
+        if compile:
+            self.net.compile()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         num_classes = self._num_classes(net)

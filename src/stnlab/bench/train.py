@@ -110,11 +110,17 @@ class WindowTimer(L.Callback):
         Path(self.out_file).write_text(json.dumps(rates))
 
 
+WARMUP_SECONDS: dict[str, float] = {}
+
+
 def _median_rate(
-    step: Callable[[], int], warmup: int, windows: int, window_batches: int
+    step: Callable[[], int], warmup: int, windows: int, window_batches: int, tag: str = ""
 ) -> list[float]:
+    start = time.perf_counter()
     for _ in range(warmup):
         step()
+    if tag:
+        WARMUP_SECONDS.setdefault(tag, time.perf_counter() - start)  # with any compile time
     rates = []
     for _ in range(windows):
         start, count = time.perf_counter(), 0
@@ -150,7 +156,11 @@ def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> 
         batches.append((dm.distort_train_batch(images[idx]), labels[idx]))
     counter = iter(range(10**9))
     return _median_rate(
-        lambda: step(*batches[next(counter) % len(batches)]), args.warmup, args.windows, wb
+        lambda: step(*batches[next(counter) % len(batches)]),
+        args.warmup,
+        args.windows,
+        wb,
+        tag="limit",
     )
 
 
@@ -220,7 +230,7 @@ def _window_batches(cfg: DictConfig, dm: Any, args: argparse.Namespace) -> int:
     """Batches per window: as given, or enough for about two seconds of limit steps."""
     if args.window_batches > 0:
         return args.window_batches
-    rates = limit_rates(cfg, dm, argparse.Namespace(warmup=1, windows=1), 2)
+    rates = limit_rates(cfg, dm, argparse.Namespace(warmup=args.warmup, windows=1), 2)
     return max(2, round(2.0 * rates[0] / cfg.data.batch_size))
 
 
@@ -249,11 +259,16 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             dm = instantiate(cfg.data)
             dm.prepare_data()
             dm.setup("fit")
+            WARMUP_SECONDS.clear()
             wb = _window_batches(cfg, dm, args)
             limit = _figure(limit_rates(cfg, dm, args, wb))
             ours = _figure(stnlab_rates(cfg.copy(), args, wb, tmp))
             peer_list, workers = peer_rates(cfg, dm, args, wb, variant)
             peer = _figure(peer_list)
+            if "limit" in WARMUP_SECONDS:
+                print(
+                    f"  ({name}: {args.warmup} warm-up steps took {WARMUP_SECONDS['limit']:.1f} s)"
+                )
         row = {
             "limit_samples_per_s": round(limit["median"], 1),
             "stnlab_samples_per_s": round(ours["median"], 1),
