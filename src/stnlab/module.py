@@ -102,13 +102,23 @@ class STNLitModule(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        mean_loss, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        mean_loss(loss, weight=len(y))
-        acc(logits, y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", mean_loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        acc = getattr(self, f"{stage}_acc")
+        # update(), not forward(): no per-batch value to compute, which costs more than the
+        # update itself on small models (see README, Performance).
+        acc.update(logits.detach(), y)
+        if stage == "train":  # the step value for the progress bar and loggers
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+            return loss  # train/acc is logged once per epoch (on_train_epoch_end)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        mean_loss = getattr(self, f"{stage}_loss")  # a sample-weighted mean over the set
+        mean_loss.update(loss.detach(), weight=len(y))
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.train_acc.update_called:
+            self.log("train/acc", self.train_acc.compute(), sync_dist=True, prog_bar=True)
+            self.train_acc.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
