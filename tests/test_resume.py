@@ -161,3 +161,22 @@ def test_options_that_change_no_weight_do_not_block_a_resume(
     train(resumed)
     final = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
     assert final["global_step"] == 10
+
+
+def test_a_wandb_id_still_held_by_a_killed_process_falls_back_to_a_new_run(
+    make_cfg: MakeCfg,
+) -> None:
+    from stnlab.tasks import start_resumed_wandb
+
+    class WandbLogger:  # stands in for Lightning's: W&B keeps answering "in use"
+        calls = 0
+
+        @property
+        def experiment(self) -> None:
+            WandbLogger.calls += 1
+            raise RuntimeError("run ID abc123 is in use")
+
+    cfg = make_cfg("logger=wandb", "logger.wandb.id=abc123")
+    loggers = start_resumed_wandb([WandbLogger()], cfg, wait_s=0.2, poll_s=0.05)
+    assert WandbLogger.calls >= 2  # it waited and retried
+    assert type(loggers[0]).__module__.startswith("lightning") and cfg.logger.wandb.id is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def write_failure(output_dir: Path, err: BaseException) -> None:
         log.warning("could not write failure.json in %s", output_dir)
 
 
-def _resume_wandb_run(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> None:
+def _resume_wandb_run(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> bool:
     """Log into the checkpoint's W&B run (same id) when resuming, unless an id is set."""
     run_id = (checkpoint or {}).get("stnlab_wandb_id")
     node = (cfg.get("logger") or {}).get("wandb")
@@ -77,6 +78,47 @@ def _resume_wandb_run(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> Non
         with open_dict(cfg):
             node.id = run_id
         log.info("resuming W&B run %s", run_id)
+        return True
+    return False
+
+
+def start_resumed_wandb(
+    loggers: list[Any], cfg: DictConfig, wait_s: float = 60.0, poll_s: float = 3.0
+) -> list[Any]:
+    """Open the resumed W&B run now, waiting while a killed process still holds its id.
+
+    After ``kill -9`` the dead process's W&B service lives on for a while and W&B answers
+    "run ID … is in use". Retry for up to ``wait_s``; if the id is still held, log to a new
+    run (same group and tags) rather than fail the resumed training.
+    """
+    out = []
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger" or getattr(rank_zero_only, "rank", 0) != 0:
+            out.append(logger)
+            continue
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                _ = logger.experiment
+                out.append(logger)
+                break
+            except Exception as err:
+                if "in use" not in str(err):
+                    raise
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "W&B run %s is still held by the interrupted process (%s); logging "
+                        "the resumed part to a new W&B run",
+                        cfg.logger.wandb.id,
+                        err,
+                    )
+                    with open_dict(cfg):
+                        cfg.logger.wandb.id = None
+                    fresh = instantiate_checked(cfg.logger.wandb, "logger.wandb")
+                    out.append(fresh)
+                    break
+                time.sleep(poll_s)
+    return out
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -98,8 +140,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 if ckpt_path
                 else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
             )
-        if cfg.get("train", True):
-            _resume_wandb_run(cfg, checkpoint)
+        resumed_wandb = cfg.get("train", True) and _resume_wandb_run(cfg, checkpoint)
         ctx = job_context()
         tag_sweep_job(cfg, ctx)
         if ctx is not None:
@@ -113,6 +154,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         model.run_config = OmegaConf.to_container(cfg, resolve=True)
         callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
         loggers = instantiate_dict(cfg.get("logger"), "logger")
+        if resumed_wandb:
+            loggers = start_resumed_wandb(loggers, cfg)
         trainer: L.Trainer = instantiate_checked(
             cfg.trainer,
             "trainer",

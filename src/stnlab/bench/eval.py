@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", default=None, help="checkpoint (default: a fresh ST-CNN)")
     parser.add_argument("--variants", nargs="+", default=ALL_VARIANTS, choices=ALL_VARIANTS)
     parser.add_argument("--data-dir", default=os.environ.get("STNLAB_DATA_DIR", "data"))
-    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
 
 
