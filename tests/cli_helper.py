@@ -40,8 +40,11 @@ def trust_synthetic_mnist(root: str | Path) -> None:
 
 def cli_env(data_root: Path, **extra: str) -> dict[str, str]:
     """Environment for a ``src/train.py`` subprocess on the synthetic data at ``data_root``."""
+    # WANDB_SERVICE points at the W&B service of this pytest process (set by in-process
+    # runs); a subprocess must start its own, as it would from a shell.
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     return {
-        **os.environ,
+        **env,
         "STNLAB_DATA_DIR": str(data_root),
         TRUST_ENV: str(data_root),
         "PYTHONPATH": str(ROOT / "tests"),

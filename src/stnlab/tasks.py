@@ -83,13 +83,15 @@ def _resume_wandb_run(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> boo
 
 
 def start_resumed_wandb(
-    loggers: list[Any], cfg: DictConfig, wait_s: float = 60.0, poll_s: float = 3.0
+    loggers: list[Any], cfg: DictConfig, wait_s: float = 30.0, poll_s: float = 5.0
 ) -> list[Any]:
     """Open the resumed W&B run now, waiting while a killed process still holds its id.
 
-    After ``kill -9`` the dead process's W&B service lives on for a while and W&B answers
-    "run ID … is in use". Retry for up to ``wait_s``; if the id is still held, log to a new
-    run (same group and tags) rather than fail the resumed training.
+    W&B answers "run ID … is in use" while another client of the same W&B service still
+    holds the run: after ``kill -9`` the dead process's service lingers for a few seconds,
+    and a process started from one that ran W&B shares its service (``WANDB_SERVICE``).
+    Retry for up to ``wait_s``; if the id is still held, log to a new run (same group and
+    tags) rather than fail the resumed training.
     """
     out = []
     for logger in loggers:
