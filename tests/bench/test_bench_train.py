@@ -87,3 +87,9 @@ def test_channels_last_gives_the_same_logits(tmp_path: Path) -> None:
         nets.append(instantiate(cfg.model).net.eval())
     x = torch.rand(4, 1, 28, 28)
     assert torch.allclose(nets[0](x), nets[1](x), atol=1e-5)
+
+
+def test_bench_train_on_a_missing_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA device is available here"):
+        main(["train", "--device", "cuda"])

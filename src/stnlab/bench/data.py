@@ -45,13 +45,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[0, 1, 2],
         help="num_workers settings tried for the peer pipeline",
     )
+    add_config_arguments(parser)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and repeatable ``--override KEY=VALUE``, shared by every benchmark."""
     parser.add_argument("--data-dir", default=os.environ.get("STNLAB_DATA_DIR", "data"))
     parser.add_argument(
         "--override",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra config override for every variant (repeatable)",
+        help="config override applied to every run (repeatable), e.g. "
+        "model.net.channels_last=false",
     )
 
 

@@ -9,7 +9,6 @@ inference; the last line is ``{"seconds": …, "samples": …}``.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from typing import Any
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from stnlab.bench.data import VARIANTS
+from stnlab.bench.data import VARIANTS, add_config_arguments
 from stnlab.bench.train import compose_case
 from stnlab.checkpoints import read_checkpoint
 
@@ -29,9 +28,8 @@ ALL_VARIANTS = ["mnist", *VARIANTS]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt", default=None, help="checkpoint (default: a fresh ST-CNN)")
     parser.add_argument("--variants", nargs="+", default=ALL_VARIANTS, choices=ALL_VARIANTS)
-    parser.add_argument("--data-dir", default=os.environ.get("STNLAB_DATA_DIR", "data"))
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    add_config_arguments(parser)
 
 
 def load_model(ckpt: str | None, overrides: list[str], data_dir: str) -> tuple[Any, int]:

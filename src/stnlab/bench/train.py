@@ -34,7 +34,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
-from stnlab.bench.data import CONF_DIR, PerSampleDigits, peer_transform
+from stnlab.bench.data import CONF_DIR, PerSampleDigits, add_config_arguments, peer_transform
 
 CASES: dict[str, list[str]] = {
     "stn_cnn/rts": ["model=stn_cnn", "data=rts"],
@@ -51,15 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--warmup", type=int, default=3, help="batches before timing")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--data-dir", default=os.environ.get("STNLAB_DATA_DIR", "data"))
     parser.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override for every case and pipeline (repeatable), e.g. "
-        "model.net.channels_last=true",
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where all three pipelines run"
     )
+    add_config_arguments(parser)
 
 
 def compose_case(overrides: list[str], data_dir: str, output_dir: str) -> DictConfig:
@@ -94,10 +89,13 @@ class WindowTimer(L.Callback):
         self.samples: list[int] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
+        if i >= self.warmup and (i - self.warmup) % self.window_batches == 0:
+            _sync(pl_module.device)  # window boundaries only: GPU work stays queued between
         self.stamps.append(time.perf_counter())
         self.samples.append(len(batch[1]) * trainer.world_size)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        _sync(pl_module.device)
         self.stamps.append(time.perf_counter())
         rates = []
         for w in range(self.windows):
@@ -111,14 +109,27 @@ class WindowTimer(L.Callback):
 
 
 WARMUP_SECONDS: dict[str, float] = {}
+CPU = torch.device("cpu")
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timestamp means what it says (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _median_rate(
-    step: Callable[[], int], warmup: int, windows: int, window_batches: int, tag: str = ""
+    step: Callable[[], int],
+    warmup: int,
+    windows: int,
+    window_batches: int,
+    tag: str = "",
+    device: torch.device = CPU,
 ) -> list[float]:
     start = time.perf_counter()
     for _ in range(warmup):
         step()
+    _sync(device)
     if tag:
         WARMUP_SECONDS.setdefault(tag, time.perf_counter() - start)  # with any compile time
     rates = []
@@ -126,15 +137,19 @@ def _median_rate(
         start, count = time.perf_counter(), 0
         for _ in range(window_batches):
             count += step()
+        _sync(device)
         rates.append(count / (time.perf_counter() - start))
     return rates
 
 
-def _train_step(module: L.LightningModule) -> Callable[[torch.Tensor, torch.Tensor], int]:
+def _train_step(
+    module: L.LightningModule, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], int]:
+    net = module.net.to(device).train()
     optimizer = module.configure_optimizers()["optimizer"]
-    net = module.net.train()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> int:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = F.cross_entropy(net(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,14 +161,16 @@ def _train_step(module: L.LightningModule) -> Callable[[torch.Tensor, torch.Tens
 
 def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> list[float]:
     """Plain loop over pre-rendered canvases already on the device."""
+    device = torch.device(getattr(args, "device", "cpu"))
     L.seed_everything(cfg.seed, verbose=False)
-    step = _train_step(instantiate(cfg.model))
+    step = _train_step(instantiate(cfg.model), device)
     images, labels = dm.train_set.tensors
     gen = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(4):
         idx = torch.randperm(len(images), generator=gen)[: cfg.data.batch_size]
-        batches.append((dm.distort_train_batch(images[idx]), labels[idx]))
+        digits = images[idx].to(device)
+        batches.append((dm.distort_train_batch(digits), labels[idx].to(device)))
     counter = iter(range(10**9))
     return _median_rate(
         lambda: step(*batches[next(counter) % len(batches)]),
@@ -161,6 +178,7 @@ def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> 
         args.windows,
         wb,
         tag="limit",
+        device=device,
     )
 
 
@@ -196,9 +214,10 @@ def peer_rates(
     transform, clutter = peer_transform(variant)
     dataset = PerSampleDigits(images, labels, transform, clutter)
     best: tuple[list[float], int] | None = None
+    device = torch.device(args.device)
     for workers in args.workers:
         L.seed_everything(cfg.seed, verbose=False)
-        step = _train_step(instantiate(cfg.model))
+        step = _train_step(instantiate(cfg.model), device)
         loader = DataLoader(
             dataset,
             batch_size=cfg.data.batch_size,
@@ -206,6 +225,7 @@ def peer_rates(
             num_workers=workers,
             persistent_workers=workers > 0,
             drop_last=True,
+            pin_memory=device.type == "cuda",
         )
         batches = _cycle(loader)
         rates = _median_rate(
@@ -213,6 +233,7 @@ def peer_rates(
             args.warmup,
             args.windows,
             wb,
+            device=device,
         )
         if best is None or statistics.median(rates) > statistics.median(best[0]):
             best = (rates, workers)
@@ -230,8 +251,13 @@ def _window_batches(cfg: DictConfig, dm: Any, args: argparse.Namespace) -> int:
     """Batches per window: as given, or enough for about two seconds of limit steps."""
     if args.window_batches > 0:
         return args.window_batches
-    rates = limit_rates(cfg, dm, argparse.Namespace(warmup=args.warmup, windows=1), 2)
+    probe = argparse.Namespace(warmup=args.warmup, windows=1, device=args.device)
+    rates = limit_rates(cfg, dm, probe, 2)
     return max(2, round(2.0 * rates[0] / cfg.data.batch_size))
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
 
 def _figure(rates: list[float]) -> dict[str, float]:
@@ -239,22 +265,28 @@ def _figure(rates: list[float]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here (use --device cpu)")
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     print(
         f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} "
-        f"threads, device cpu, median of {args.windows} windows after {args.warmup} warm-up "
+        f"threads, device {_device_name(args.device)}, median of {args.windows} windows after "
+        f"{args.warmup} warm-up "
         "batches; samples/s"
     )
     columns = ("limit", "stnlab", "peer (workers)", "/limit", "/peer")
     widths = (24, 24, 28, 7, 6)
     print(f"{'case':<18} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
     results: dict[str, dict[str, float]] = {}
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
     for name in args.cases:
         variant = CASES[name][1].split("=", 1)[1]
         with tempfile.TemporaryDirectory() as tmp:
             cfg = compose_case(
-                [*CASES[name], "trainer.accelerator=cpu", *args.override], args.data_dir, tmp
+                [*CASES[name], f"trainer.accelerator={accelerator}", *args.override],
+                args.data_dir,
+                tmp,
             )
             dm = instantiate(cfg.data)
             dm.prepare_data()
