@@ -78,7 +78,8 @@ class STNLitModule(L.LightningModule):
         for stage in ("train", "val", "test"):
             acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
             setattr(self, f"{stage}_acc", acc)
-            setattr(self, f"{stage}_loss", MeanMetric())
+            if stage != "train":  # the training loss is logged per step, averaged by Lightning
+                setattr(self, f"{stage}_loss", MeanMetric())
         self.val_acc_best = MaxMetric()
         self.run_config: dict[str, Any] | None = None
 
