@@ -92,7 +92,7 @@ def config_differences(saved: Any, current: Any, prefix: str, limit: int = 8) ->
 
 
 def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
-    """Resolve ``cfg.ckpt_path`` (a path, ``auto`` or null) and check it fits ``cfg``.
+    """Resolve ``cfg.ckpt_path`` (a path, ``auto`` or null) and load that checkpoint.
 
     ``auto`` means this run directory's own ``checkpoints/last.ckpt`` (run again with the
     same ``hydra.run.dir`` to continue a killed run), or a fresh start when there is none.
@@ -101,7 +101,6 @@ def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
     Returns the path to hand to Lightning and the loaded checkpoint (both ``None`` for a
     fresh start).
     """
-
     wanted = cfg.get("ckpt_path")
     if wanted is None:
         return None, None

@@ -24,9 +24,8 @@ class JobContext:
     """The Hydra job this process runs."""
 
     multirun: bool
-    output_dir: str
     overrides: tuple[str, ...]  # this job's task overrides, e.g. ("model/loc_net=fc",)
-    sweep_dir: str | None
+    sweep_name: str | None  # the sweep folder's name, e.g. "2026-11-24_18-00-00"
     job_num: int | None
 
 
@@ -41,16 +40,15 @@ def job_context() -> JobContext | None:
     multirun = hc.mode == RunMode.MULTIRUN
     return JobContext(
         multirun=multirun,
-        output_dir=str(hc.runtime.output_dir),
         overrides=tuple(hc.overrides.task),
-        sweep_dir=str(hc.sweep.dir) if multirun else None,
+        sweep_name=Path(str(hc.sweep.dir)).name if multirun else None,
         job_num=int(hc.job.num) if multirun else None,
     )
 
 
 def sweep_group(ctx: JobContext, task_name: str = "train") -> str:
     """W&B group of a sweep's jobs: ``<task>/<sweep folder name>``, e.g. ``train/2026-…``."""
-    return f"{task_name}/{Path(ctx.sweep_dir or '').name}"
+    return f"{task_name}/{ctx.sweep_name}"
 
 
 def tag_sweep_job(cfg: DictConfig, ctx: JobContext | None) -> None:
@@ -65,7 +63,7 @@ def tag_sweep_job(cfg: DictConfig, ctx: JobContext | None) -> None:
         if node.get("group") is None:
             node.group = sweep_group(ctx, str(cfg.get("task_name") or "train"))
         if node.get("name") is None:
-            node.name = f"{Path(ctx.sweep_dir or '').name}/{ctx.job_num}"
+            node.name = f"{ctx.sweep_name}/{ctx.job_num}"
         tags = list(node.get("tags") or [])
         node.tags = tags + [o[:64] for o in ctx.overrides if o[:64] not in tags]
 
