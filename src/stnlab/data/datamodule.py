@@ -108,6 +108,7 @@ class DigitsDataModule(L.LightningDataModule):
 
     Args:
         root: folder holding ``<Dataset>/raw/`` files in torchvision's layout.
+        name: the variant's name (``rotated``, ``rts``, …; a label for eval and reports).
         dataset: ``mnist``, ``fashion_mnist`` or ``cifar10``.
         distortion: the distortion for all splits (``None`` = plain digits).
         canvas_size: side of the images the model sees; must match the distortion's.
@@ -132,6 +133,7 @@ class DigitsDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str = "data",
+        name: str | None = None,
         dataset: str = "mnist",
         distortion: Distortion | None = None,
         canvas_size: int = 28,
@@ -163,7 +165,7 @@ class DigitsDataModule(L.LightningDataModule):
                 f"batch sizes must be positive, got batch_size={batch_size}, "
                 f"eval_batch_size={eval_batch_size}"
             )
-        self.root, self.dataset = str(root), dataset
+        self.root, self.dataset, self.name = str(root), dataset, name
         self.canvas_size, self.image_size = canvas_size, image_size
         self.channels, self.num_classes = channels, num_classes
         self.mean, self.std = tuple(mean), tuple(std)
