@@ -55,10 +55,10 @@ def cli_env(data_root: Path, **extra: str) -> dict[str, str]:
 
 
 def run_train(
-    data_root: Path, *overrides: str, cwd: Path | None = None
+    data_root: Path, *overrides: str, cwd: Path | None = None, script: str = "train.py"
 ) -> subprocess.CompletedProcess:
-    """``python src/train.py *overrides`` on the synthetic data; output captured."""
-    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *overrides]
+    """``python src/<script> *overrides`` on the synthetic data; output captured."""
+    cmd = [sys.executable, str(ROOT / "src" / script), *overrides]
     return subprocess.run(
         cmd, capture_output=True, text=True, env=cli_env(data_root), cwd=cwd, timeout=600
     )

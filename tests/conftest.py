@@ -127,3 +127,30 @@ def make_cfg(fake_mnist: Path, tmp_path: Path) -> Iterator[Callable[..., DictCon
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def make_task_cfg(fake_mnist: Path, tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """Compose another entry point's config (``eval``, ``robustness``) on the synthetic data."""
+
+    def _make(config_name: str, *overrides: str, output_dir: Path | None = None) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(
+                config_name=config_name,
+                return_hydra_config=True,
+                overrides=["logger=csv", *overrides],
+            )
+        out = output_dir or tmp_path / config_name
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(out)
+            cfg.paths.data_dir = str(fake_mnist)
+            cfg.paths.root_dir = str(ROOT)
+            cfg.hydra.runtime.output_dir = str(out)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg
+
+    yield _make
+    GlobalHydra.instance().clear()

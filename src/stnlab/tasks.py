@@ -1,7 +1,8 @@
-"""The train task behind ``src/train.py``: instantiate from config, fit, test, clean up.
+"""The tasks behind ``src/train.py``, ``src/eval.py`` and ``src/robustness.py``:
+instantiate from config, run, write the run folder's files, log, clean up.
 
-Tests call :func:`train` in-process with a composed config; the entry point only adds
-``@hydra.main``.
+Tests call :func:`train` and :func:`evaluate` in-process with a composed config; the entry
+points only add ``@hydra.main``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
+from stnlab.analysis import robustness as robust
+from stnlab.analysis.evaluate import evaluate_checkpoint, load_checkpoint_net, write_results
+from stnlab.analysis.paper import dataset_label, model_label
 from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_run
+from stnlab.data.sources import load_split
+from stnlab.errors import ConfigError
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
 from stnlab.validation import instantiate_checked, validate_config
 
@@ -190,6 +198,168 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except BaseException as err:
         if getattr(rank_zero_only, "rank", 0) == 0:
             write_failure(output_dir, err)
+        raise
+    finally:
+        close_wandb()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:1`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name!r} is not a device; valid: auto, cpu, cuda, cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA GPU is available; use device=cpu")
+    return device
+
+
+def log_table(
+    loggers: list[Any],
+    key: str,
+    rows: list[dict[str, Any]],
+    metrics: dict[str, float],
+    image: Path | None = None,
+) -> None:
+    """Send scalar ``metrics`` to every logger; ``rows`` (a table) and ``image`` to W&B."""
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        if type(logger).__name__ == "WandbLogger" and rows:
+            columns = list(rows[0])
+            logger.log_table(key=key, columns=columns, data=[[r[c] for c in columns] for r in rows])
+            if image is not None:  # uint8 pixels: W&B saves float images as black PNGs
+                from PIL import Image
+
+                pixels = np.asarray(Image.open(image).convert("RGB"), dtype=np.uint8)
+                logger.log_image(key=f"{key}_plot", images=[pixels])
+        logger.save()
+        logger.finalize("success")
+
+
+def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Test ``cfg.ckpt_path`` on its own distortion and on ``cfg.variants``.
+
+    Writes ``results.csv`` and ``results.md`` in ``cfg.paths.output_dir``, logs
+    ``eval/<variant>/err`` and an ``eval/results`` table to the configured loggers, and
+    returns the rows (keys: :data:`~stnlab.analysis.evaluate.FIELDS`).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        if cfg.get("ckpt_path") in (None, "", "???"):
+            raise ConfigError("ckpt_path is required: python src/eval.py ckpt_path=<file.ckpt>")
+        device = resolve_device(str(cfg.get("device", "auto")))
+        variants = cfg.get("variants", "fitting")
+        if not isinstance(variants, str):
+            variants = list(variants)
+        rows = evaluate_checkpoint(
+            cfg.ckpt_path,
+            cfg.paths.data_dir,
+            variants=variants,
+            batch_size=int(cfg.get("batch_size", 256)),
+            device=device,
+            allow_fetch=bool(cfg.get("allow_fetch", True)),
+        )
+        title = f"{rows[0]['model']}: test error % of {cfg.ckpt_path}"
+        written = write_results(rows, output_dir, title)
+        log.info("wrote %s", ", ".join(str(p) for p in written))
+        print((output_dir / "results.md").read_text())
+        loggers = instantiate_dict(cfg.get("logger"), "logger")
+        for logger in loggers:
+            logger.log_hyperparams({"ckpt_path": str(cfg.ckpt_path), "model": rows[0]["model"]})
+        metrics = {f"eval/{row['variant']}/err": float(row["error_pct"]) for row in rows}
+        log_table(loggers, "eval/results", rows, metrics)
+        return rows
+    except BaseException as err:
+        write_failure(output_dir, err)
+        raise
+    finally:
+        close_wandb()
+
+
+def _checkpoint_labels(ckpts: Any) -> dict[str, str]:
+    """``ckpts`` as label → path: a mapping as given, or a list labelled from the runs."""
+    if isinstance(ckpts, str):
+        ckpts = [ckpts]
+    if isinstance(ckpts, DictConfig | dict):
+        return {str(k): str(v) for k, v in ckpts.items()}
+    labelled: dict[str, str] = {}
+    for path in ckpts:
+        _, config = load_checkpoint_net(path)
+        label = f"{model_label(config)} ({dataset_label(config['data'].get('name'))})"
+        while label in labelled:
+            label += "'"
+        labelled[label] = str(path)
+    return labelled
+
+
+def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Error against rotation, scale and shift for every checkpoint of ``cfg.ckpts``.
+
+    Writes ``robustness.csv`` and ``robustness.png`` in ``cfg.paths.output_dir``, logs the
+    table, the plot and each curve's mean error, and returns the rows (keys:
+    :data:`~stnlab.analysis.robustness.FIELDS`).
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        ckpts = cfg.get("ckpts")
+        if ckpts in (None, "", "???") or len(ckpts) == 0:
+            raise ConfigError("ckpts is required: python src/robustness.py ckpts=[a.ckpt,b.ckpt]")
+        factors = list(cfg.get("factors", robust.FACTORS))
+        unknown = [f for f in factors if f not in robust.FACTORS]
+        if unknown:
+            raise ConfigError(f"factors={unknown} unknown; valid: {list(robust.FACTORS)}")
+        device = resolve_device(str(cfg.get("device", "auto")))
+        models: dict[str, tuple[Any, int]] = {}
+        datasets = set()
+        for label, path in _checkpoint_labels(ckpts).items():
+            net, config = load_checkpoint_net(path)
+            models[label] = (net.to(device), int(config["data"]["canvas_size"]))
+            datasets.add(config["data"].get("dataset", "mnist"))
+        if len(datasets) > 1:
+            raise ConfigError(f"the checkpoints were trained on different datasets {datasets}")
+        images, labels = load_split(
+            cfg.paths.data_dir, datasets.pop(), "test", allow_fetch=bool(cfg.allow_fetch)
+        )
+        n = int(cfg.num_samples)
+        if n <= 0:
+            raise ConfigError(f"num_samples={n} must be positive")
+        digits = (images[:n].unsqueeze(1) if images.ndim == 3 else images[:n]).float() / 255
+        labels = labels[:n]
+        grids = {}
+        for factor in factors:
+            spec = cfg[factor]
+            stop = spec.stop
+            if factor == "shift" and stop is None:
+                largest = max(canvas for _, canvas in models.values())
+                stop = max(7.0, (largest - digits.shape[-1]) / 2)
+            try:
+                grids[factor] = robust.value_grid(float(spec.start), float(stop), int(spec.num))
+            except ValueError as err:
+                raise ConfigError(f"{factor}: {err}") from None
+        rows = robust.curves_for_models(
+            models, digits, labels, grids, int(cfg.batch_size), device, int(cfg.seed)
+        )
+        title = f"test error vs pose, {len(labels)} test digits"
+        csv_path, png_path = robust.write_curves(rows, output_dir, title)
+        log.info("wrote %s and %s", csv_path, png_path)
+        metrics = {}
+        for label in models:
+            for factor in grids:
+                errs = [
+                    r["error_pct"] for r in rows if r["model"] == label and r["factor"] == factor
+                ]
+                metrics[f"robustness/{label}/{factor}_mean_err"] = sum(errs) / len(errs)
+        loggers = instantiate_dict(cfg.get("logger"), "logger")
+        for logger in loggers:
+            logger.log_hyperparams({"ckpts": _checkpoint_labels(ckpts), "num_samples": n})
+        log_table(loggers, "robustness", rows, metrics, image=png_path)
+        return rows
+    except BaseException as err:
+        write_failure(output_dir, err)
         raise
     finally:
         close_wandb()

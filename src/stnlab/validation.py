@@ -146,6 +146,12 @@ def validate_config(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"seed={seed!r} must be a non-negative integer (or null for no seed)")
+    budget = cfg.get("budget", 1.0)
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
+        raise ConfigError(
+            f"budget={budget!r} must be a number > 0: the fraction of the paper's 150k steps "
+            "that experiment presets train (0.01 = 1,500 steps; 1 = the paper's schedule)"
+        )
     trainer = cfg.get("trainer")
     if trainer is not None:
         max_epochs = trainer.get("max_epochs")

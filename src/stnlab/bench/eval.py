@@ -16,11 +16,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
+from stnlab.analysis.evaluate import load_checkpoint_net
 from stnlab.bench.data import VARIANTS, add_config_arguments
 from stnlab.bench.train import compose_case
-from stnlab.checkpoints import read_checkpoint
 
 ALL_VARIANTS = ["mnist", *VARIANTS]
 
@@ -40,11 +39,8 @@ def load_model(ckpt: str | None, overrides: list[str], data_dir: str) -> tuple[A
         model = instantiate(cfg.model)
         size = int(cfg.data.canvas_size)
     else:
-        checkpoint = read_checkpoint(ckpt)
-        saved = OmegaConf.create(checkpoint["stnlab_config"])
-        model = instantiate(saved.model)
-        model.load_state_dict(checkpoint["state_dict"])
-        size = int(saved.data.canvas_size)
+        model, run_config = load_checkpoint_net(ckpt)
+        size = int(run_config["data"]["canvas_size"])
     return model.eval(), size
 
 

@@ -91,7 +91,12 @@ def _affine_grid(mat: Tensor, size: tuple[int, int]) -> Tensor:
     """Grid ``(B, H, W, 2)`` of an affine ``mat`` ``(B, 2, 3)``: what ``F.affine_grid`` gives
     (same pixel centres, ``ALIGN_CORNERS``), from cached points: 2-3× faster on CPU."""
     height, width = size
-    homog = _homogeneous_points(height, width, mat.device, mat.dtype)  # (1, H·W, 3)
+    # Under torch.compile / torch.export the points are built in the graph: a cached tensor
+    # made while tracing would be a fake one, and would poison later eager calls.
+    points = (
+        _homogeneous_points.__wrapped__ if torch.compiler.is_compiling() else _homogeneous_points
+    )
+    homog = points(height, width, mat.device, mat.dtype)  # (1, H·W, 3)
     return (homog @ mat.transpose(1, 2)).view(-1, height, width, 2)
 
 
@@ -250,7 +255,12 @@ def matrix_grid(mat: Tensor, size: tuple[int, int]) -> Tensor:
     outside the image, where the sampler reads padding.
     """
     height, width = size
-    homog = _homogeneous_points(height, width, mat.device, mat.dtype)  # (1, H·W, 3)
+    # Under torch.compile / torch.export the points are built in the graph: a cached tensor
+    # made while tracing would be a fake one, and would poison later eager calls.
+    points = (
+        _homogeneous_points.__wrapped__ if torch.compiler.is_compiling() else _homogeneous_points
+    )
+    homog = points(height, width, mat.device, mat.dtype)  # (1, H·W, 3)
     mapped = homog @ mat.transpose(1, 2)  # (B, H·W, 3)
     denom = mapped[..., 2:]
     behind = denom <= 1e-6

@@ -1,0 +1,243 @@
+"""One checkpoint on every distortion: the rows of ``results.csv`` / ``results.md``.
+
+Each variant's fixed test set is rendered exactly as training runs render theirs (the
+checkpoint's ``data.eval_seed``), so the checkpoint's own row equals its run's
+``test/err``. Other variants come from ``conf/data/<variant>.yaml`` with the checkpoint's
+image source (MNIST, Fashion-MNIST, …). A variant whose canvas differs from the model's
+input is only evaluated when asked (``variants=all``), resized bilinearly to the input.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import Tensor, nn
+
+from stnlab import config as _config  # noqa: F401  (registers resolvers)
+from stnlab.analysis.paper import dataset_label, model_label, paper_error
+from stnlab.checkpoints import read_checkpoint
+from stnlab.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+VARIANTS = ["mnist", "rotated", "rts", "projective", "elastic", "translated", "cluttered"]
+FIELDS = [
+    "model",
+    "variant",
+    "column",
+    "own",
+    "canvas",
+    "resized",
+    "samples",
+    "errors",
+    "error_pct",
+    "paper_pct",
+]
+
+
+def load_checkpoint_net(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a checkpoint written by ``src/train.py``, in eval mode, and its config.
+
+    Returns the :class:`~stnlab.models.STNClassifier` with the checkpoint's weights and
+    the run's resolved config (``stnlab_config``).
+    """
+    checkpoint = read_checkpoint(ckpt_path)
+    config = checkpoint.get("stnlab_config")
+    if not isinstance(config, dict) or "model" not in config:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path} carries no stnlab run config ('stnlab_config'): it was "
+            "not written by src/train.py, so the model to rebuild is unknown"
+        )
+    net = instantiate(OmegaConf.create(config["model"]["net"]))
+    weights = {
+        k.removeprefix("net."): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith("net.")
+    }
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: its weights do not fit the model its config describes "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    return net.eval(), config
+
+
+def compose_variant(variant: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """``conf/train.yaml`` composed with ``data=<variant>`` (inside a Hydra app or not)."""
+    if variant not in VARIANTS:
+        raise ConfigError(f"variant {variant!r} is unknown; valid: {VARIANTS}")
+    args = [f"data={variant}", *overrides]
+    if GlobalHydra.instance().is_initialized():
+        return compose("train", overrides=args)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=args)
+
+
+def variant_data_config(
+    variant: str, run_config: dict[str, Any], data_dir: str | Path
+) -> dict[str, Any]:
+    """The resolved data config of ``variant`` for a checkpoint's run.
+
+    Keeps the run's image source and fixed-set seed (``eval_seed``) so rows compare with
+    the run's own ``test/err``.
+    """
+    data = run_config["data"]
+    cfg = compose_variant(variant, [f"data/source={data.get('dataset', 'mnist')}"])
+    with open_dict(cfg):
+        cfg.data.root = str(data_dir)
+        cfg.seed = int(data.get("seed", 0))
+        cfg.data.eval_seed = int(data.get("eval_seed", 1234))
+    return OmegaConf.to_container(cfg.data, resolve=True)  # type: ignore[return-value]
+
+
+def render_test_set(data_config: dict[str, Any], allow_fetch: bool = True) -> tuple[Tensor, Tensor]:
+    """The fixed test set of a data config: canvases ``(N, C, S, S)`` in ``[0, 1]``, labels."""
+    node = OmegaConf.create({**data_config, "allow_fetch": allow_fetch})
+    datamodule = instantiate(node)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    images, labels = datamodule.test_set.tensors
+    return images, labels
+
+
+@torch.inference_mode()
+def predict_labels(
+    net: nn.Module,
+    images: Tensor,
+    input_size: int,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Predicted classes ``(N,)`` for canvases ``(N, C, S, S)``, resized to ``input_size``."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        if x.shape[-1] != input_size or x.shape[-2] != input_size:
+            x = F.interpolate(
+                x, size=(input_size, input_size), mode="bilinear", align_corners=False
+            )
+        out.append(net(x).argmax(1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def select_variants(requested: str | Iterable[str], own: str | None, canvas: int) -> list[str]:
+    """Variants to test: ``fitting`` (same canvas as the model), ``all``, or a list."""
+    if isinstance(requested, str) and requested in ("fitting", "all"):
+        names = VARIANTS
+    else:
+        names = [str(v) for v in ([requested] if isinstance(requested, str) else requested)]
+        unknown = [v for v in names if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(
+                f"variants={unknown} unknown; valid: 'fitting', 'all' or a list of {VARIANTS}"
+            )
+    if requested == "fitting":
+        names = [v for v in names if _canvas_of(v) == canvas]
+    return [v for v in names if v != own]
+
+
+def _canvas_of(variant: str) -> int:
+    return int(compose_variant(variant).data.canvas_size)
+
+
+def evaluate_checkpoint(
+    ckpt_path: str | Path,
+    data_dir: str | Path,
+    variants: str | Iterable[str] = "fitting",
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    allow_fetch: bool = True,
+) -> list[dict[str, Any]]:
+    """Test a checkpoint on its own distortion, then on ``variants``; one row per variant.
+
+    Row keys are :data:`FIELDS`; ``error_pct`` is the test error in %, ``paper_pct`` the
+    paper's number for this model trained and tested on that variant: on the own row only
+    (``None`` elsewhere, and where the paper has none).
+    """
+    net, run_config = load_checkpoint_net(ckpt_path)
+    net.to(device)
+    own_data = {**run_config["data"], "root": str(data_dir)}
+    own = own_data.get("name")
+    canvas = int(own_data["canvas_size"])
+    row_label = model_label(run_config)
+    jobs: list[tuple[str, dict[str, Any], bool]] = [(own or "own", own_data, True)]
+    for variant in select_variants(variants, own, canvas):
+        jobs.append((variant, variant_data_config(variant, run_config, data_dir), False))
+    rows = []
+    for name, data_config, is_own in jobs:
+        images, labels = render_test_set(data_config, allow_fetch=allow_fetch)
+        predicted = predict_labels(net, images, canvas, batch_size, device)
+        errors = int((predicted != labels).sum())
+        column = dataset_label(name)
+        rows.append(
+            {
+                "model": row_label,
+                "variant": name,
+                "column": column,
+                "own": is_own,
+                "canvas": int(images.shape[-1]),
+                "resized": int(images.shape[-1]) != canvas,
+                "samples": len(labels),
+                "errors": errors,
+                "error_pct": 100.0 * errors / max(1, len(labels)),
+                # the paper trained one model per variant: its number only fits the own row
+                "paper_pct": paper_error(row_label, column) if is_own else None,
+            }
+        )
+        log.info("%s: %.2f%% test error (%d samples)", name, rows[-1]["error_pct"], len(labels))
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -> list[Path]:
+    """Write ``results.csv`` (every field) and ``results.md`` (a readable table)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / "results.csv", out / "results.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row[k] is None else row[k] for k in FIELDS})
+    header = [
+        "variant",
+        "Table 1",
+        "trained on",
+        "canvas",
+        "resized",
+        "samples",
+        "error %",
+        "paper %",
+    ]
+    keys = ["variant", "column", "own", "canvas", "resized", "samples", "error_pct", "paper_pct"]
+    lines = [
+        f"# {title}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    lines += ["| " + " | ".join(_cell(row[k]) for k in keys) + " |" for row in rows]
+    md_path.write_text("\n".join(lines) + "\n")
+    return [csv_path, md_path]

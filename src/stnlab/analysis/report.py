@@ -1,0 +1,233 @@
+"""Gather training runs into the paper's Table-1 layout: ``report.md``, ``report.csv``, PNG.
+
+A run is a folder written by ``src/train.py``: ``.hydra/config.yaml`` says which cell it
+belongs to (model → row, data variant → column, see :mod:`stnlab.analysis.paper`) and
+``metrics.json`` holds its ``test/err``. Runs in the same cell are taken as repeats (e.g.
+seeds): the cell shows mean ± sample standard deviation. Runs of one cell whose overrides
+differ in more than the seed are flagged, since their spread is then not seed noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import statistics
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from stnlab.analysis.paper import COLUMN_ORDER, ROW_ORDER, dataset_label, model_label, paper_error
+from stnlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+METRIC = "test/err"
+FIELDS = ["model", "dataset", "n", "mean_err", "std_err", "paper_err", "errors", "failed", "runs"]
+_NOT_SETTINGS = ("seed=", "hydra.", "ckpt_path=", "trainer.enable_progress_bar=", "logger")
+
+
+def _is_run(folder: Path) -> bool:
+    return (folder / ".hydra" / "config.yaml").is_file()
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run folders under ``paths``: each a run folder or a folder of them (e.g. a multirun)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_dir():
+            raise ConfigError(f"runs: {path} is not a folder (give run or multirun folders)")
+        if _is_run(path):
+            found.append(path)
+            continue
+        nested = sorted(p.parent.parent for p in path.rglob(".hydra/config.yaml"))
+        if not nested:
+            raise ConfigError(
+                f"runs: no training run under {path} (a run folder holds .hydra/config.yaml "
+                "and metrics.json, as src/train.py writes them)"
+            )
+        found.extend(nested)
+    return list(dict.fromkeys(found))
+
+
+def read_run(folder: Path) -> dict[str, Any]:
+    """One run: its cell (``model``, ``dataset``), ``seed``, ``error`` (``None`` if none)."""
+    config = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"))
+    assert isinstance(config, dict)
+    name = (config.get("data") or {}).get("name")
+    if name is None:  # runs from before data configs carried their name
+        hydra_yaml = folder / ".hydra" / "hydra.yaml"
+        if hydra_yaml.is_file():
+            choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices
+            name = choices.get("data")
+    overrides_file = folder / ".hydra" / "overrides.yaml"
+    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    error = None
+    metrics_file = folder / "metrics.json"
+    if metrics_file.is_file() and not (folder / "failure.json").is_file():
+        value = json.loads(metrics_file.read_text()).get(METRIC)
+        error = float(value) if value is not None else None
+    return {
+        "folder": folder,
+        "model": model_label(config),
+        "dataset": dataset_label(name),
+        "seed": config.get("seed"),
+        "error": error,
+        "setting": sorted(str(o) for o in overrides if not str(o).startswith(_NOT_SETTINGS)),
+    }
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell with ``n``, ``mean_err``, ``std_err`` (sample std; ``None`` for n < 2)."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        cells.setdefault((run["model"], run["dataset"]), []).append(run)
+
+    def order(key: tuple[str, str]) -> tuple[int, str, int, str]:
+        row, col = key
+        r = ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER)
+        c = COLUMN_ORDER.index(col) if col in COLUMN_ORDER else len(COLUMN_ORDER)
+        return (r, row, c, col)
+
+    rows = []
+    for key in sorted(cells, key=order):
+        members = cells[key]
+        errors = [m["error"] for m in members if m["error"] is not None]
+        settings = {tuple(m["setting"]) for m in members}
+        if len(settings) > 1:
+            log.warning(
+                "cell %s / %s mixes runs with different overrides %s: its std is not "
+                "seed-to-seed spread",
+                *key,
+                sorted(settings),
+            )
+        rows.append(
+            {
+                "model": key[0],
+                "dataset": key[1],
+                "n": len(errors),
+                "mean_err": statistics.fmean(errors) if errors else None,
+                "std_err": statistics.stdev(errors) if len(errors) > 1 else None,
+                "paper_err": paper_error(*key),
+                "errors": errors,
+                "failed": len(members) - len(errors),
+                "runs": [str(m["folder"]) for m in members],
+                "mixed": len(settings) > 1,
+            }
+        )
+    return rows
+
+
+def _cell_text(row: dict[str, Any] | None, paper: float | None) -> str:
+    paper_text = f" [{paper:g}]" if paper is not None else ""
+    if row is None or row["mean_err"] is None:
+        return f"–{paper_text}" if paper is not None else ""
+    text = f"{row['mean_err']:.2f}"
+    if row["std_err"] is not None:
+        text += f" ± {row['std_err']:.2f} (n={row['n']})"
+    if row["mixed"]:
+        text += " *"
+    return text + paper_text
+
+
+def markdown_table(rows: list[dict[str, Any]], title: str = "") -> str:
+    """Table 1's layout: models × datasets, ``mean ± std (n) [paper]`` test error % per cell."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    present = {r["dataset"] for r in rows}
+    columns = [c for c in COLUMN_ORDER if c in present] + sorted(present - set(COLUMN_ORDER))
+    by_cell = {(r["model"], r["dataset"]): r for r in rows}
+    lines = [f"# {title}", ""] if title else []
+    lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for model in models:
+        cells = [_cell_text(by_cell.get((model, c)), paper_error(model, c)) for c in columns]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Test error %: measured mean ± sample std over n runs, [the paper's number]. "
+        + ("* = runs with different overrides. " if any(r["mixed"] for r in rows) else "")
+        + (
+            f"{sum(r['failed'] for r in rows)} run(s) without a result are left out."
+            if any(r["failed"] for r in rows)
+            else ""
+        ),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_report(rows: list[dict[str, Any]], title: str = "") -> Any:
+    """Grouped bars: per dataset, each model's mean error (± std) with the paper's as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [r for r in rows if r["mean_err"] is not None]
+    models = list(dict.fromkeys(r["model"] for r in measured))
+    present = {r["dataset"] for r in measured}
+    columns = [c for c in COLUMN_ORDER if c in present] + sorted(present - set(COLUMN_ORDER))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(columns) * max(1, len(models)) / 2, 3.8))
+    width = 0.8 / max(1, len(models))
+    by_cell = {(r["model"], r["dataset"]): r for r in measured}
+    for i, model in enumerate(models):
+        xs, means, stds, paper_x, paper_y = [], [], [], [], []
+        for j, col in enumerate(columns):
+            row = by_cell.get((model, col))
+            if row is None:
+                continue
+            x = j - 0.4 + width * (i + 0.5)
+            xs.append(x)
+            means.append(row["mean_err"])
+            stds.append(row["std_err"] or 0.0)
+            if row["paper_err"] is not None:
+                paper_x.append(x)
+                paper_y.append(row["paper_err"])
+        bars = ax.bar(xs, means, width * 0.9, yerr=stds, capsize=3, label=model)
+        ax.scatter(
+            paper_x,
+            paper_y,
+            color=bars.patches[0].get_facecolor(),
+            edgecolor="black",
+            marker="D",
+            s=22,
+            zorder=3,
+        )
+    ax.scatter([], [], color="white", edgecolor="black", marker="D", s=22, label="paper")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_ylabel("test error %")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_report(
+    rows: list[dict[str, Any]], out_dir: str | Path, title: str = ""
+) -> tuple[Path, Path, Path]:
+    """Write ``report.md``, ``report.csv`` (one row per cell) and ``report.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, table, png = out / "report.md", out / "report.csv", out / "report.png"
+    md.write_text(markdown_table(rows, title))
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            record = {k: row[k] for k in FIELDS}
+            record["errors"] = ";".join(f"{e:.4f}" for e in row["errors"])
+            record["runs"] = ";".join(row["runs"])
+            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    plot_report(rows, title).savefig(png, dpi=110, bbox_inches="tight")
+    return md, table, png
+
+
+def build_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = "") -> list[dict]:
+    """Find the runs under ``paths``, aggregate them per cell and write the three files."""
+    runs = [read_run(folder) for folder in find_runs(paths)]
+    rows = aggregate(runs)
+    write_report(rows, out_dir, title)
+    return rows

@@ -1,0 +1,88 @@
+"""src/eval.py: one checkpoint on every distortion → results.csv / results.md + logger."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig, open_dict
+
+from stnlab.analysis.evaluate import VARIANTS, load_checkpoint_net, select_variants
+from stnlab.errors import CheckpointError, ConfigError
+from stnlab.tasks import evaluate, train
+
+
+@pytest.fixture
+def tiny_run(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> tuple[Path, dict]:
+    """A 2-epoch ST-CNN on the synthetic rotated digits, tested on its whole test set."""
+    cfg = make_cfg("model=stn_cnn", "data=rotated", "debug=limit", output_dir=tmp_path / "train")
+    with open_dict(cfg):
+        cfg.trainer.limit_test_batches = 1.0
+    metrics = train(cfg)
+    return Path(metrics["test_ckpt"]), metrics
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_writes_one_row_per_fitting_variant_and_logs(
+    tiny_run: tuple[Path, dict], make_task_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    ckpt, metrics = tiny_run
+    cfg = make_task_cfg("eval", f"ckpt_path={ckpt}", "device=cpu")
+    rows = evaluate(cfg)
+    out = Path(cfg.paths.output_dir)
+    table = read_rows(out / "results.csv")
+    # own first, then the other 28×28 variants
+    assert [r["variant"] for r in table] == ["rotated", "mnist", "projective", "elastic"]
+    assert [r["own"] for r in table] == ["True", "False", "False", "False"]
+    for row in table:
+        assert 0.0 <= float(row["error_pct"]) <= 100.0
+        assert int(row["samples"]) == 200
+        assert float(row["error_pct"]) == pytest.approx(100 * int(row["errors"]) / 200)
+    # the own row is the run's test set: the same error as the training run's test/err
+    assert float(table[0]["error_pct"]) == pytest.approx(metrics["test/err"], abs=1e-3)
+    assert table[0]["paper_pct"] == "0.7"  # ST-CNN Aff on R
+    assert all(r["paper_pct"] == "" for r in table[1:])  # the paper trained per variant
+    md = (out / "results.md").read_text()
+    assert md.count("\n| ") == 5 and "ST-CNN Aff" in md  # header + 4 rows
+    logged = read_rows(out / "csv" / "metrics.csv")
+    assert float(logged[-1]["eval/rotated/err"]) == pytest.approx(rows[0]["error_pct"])
+
+
+def test_eval_all_variants_resized(
+    tiny_run: tuple[Path, dict], make_task_cfg: Callable[..., DictConfig]
+) -> None:
+    ckpt, _ = tiny_run
+    cfg = make_task_cfg("eval", f"ckpt_path={ckpt}", "variants=all", "~logger")
+    rows = evaluate(cfg)
+    assert sorted(r["variant"] for r in rows) == sorted(VARIANTS)
+    resized = {r["variant"]: (r["canvas"], r["resized"]) for r in rows}
+    assert resized["rts"] == (42, True) and resized["cluttered"] == (60, True)
+    assert resized["mnist"] == (28, False)
+    assert all(0.0 <= r["error_pct"] <= 100.0 for r in rows)
+
+
+def test_eval_errors_name_the_bad_value(
+    tiny_run: tuple[Path, dict], make_task_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    ckpt, _ = tiny_run
+    with pytest.raises(ConfigError, match=r"variants=\['rotatd'\].*valid"):
+        select_variants(["rotatd"], "rotated", 28)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate(make_task_cfg("eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", "~logger"))
+    assert json.loads((tmp_path / "eval" / "failure.json").read_text())["error"] == (
+        "CheckpointError"
+    )
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="no stnlab run config"):
+        load_checkpoint_net(foreign)
+    with pytest.raises(ConfigError, match="device='cuda:x'"):
+        evaluate(make_task_cfg("eval", f"ckpt_path={ckpt}", "device=cuda:x", "~logger"))

@@ -1,0 +1,105 @@
+"""src/report.py: runs → Table-1 layout with mean ± std per cell; the paper's mapping."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from stnlab.analysis.paper import PAPER_TABLE1, dataset_label, model_label
+from stnlab.analysis.report import build_report, find_runs
+from stnlab.errors import ConfigError
+
+CNN = {"backbone": {"_target_": "stnlab.models.CNN"}, "transformer": None}
+ST_CNN = {
+    "backbone": {"_target_": "stnlab.models.CNN"},
+    "transformer": {
+        "_target_": "stnlab.models.SpatialTransformer",
+        "transform": {"_target_": "stnlab.geometry.AffineTransform"},
+    },
+    "transformer_at": "input",
+}
+
+
+def fake_run(folder: Path, net: dict, data: str, seed: int, err: float | None) -> Path:
+    """A run folder as src/train.py leaves it: .hydra/{config,overrides}.yaml + metrics."""
+    (folder / ".hydra").mkdir(parents=True)
+    config = {"seed": seed, "data": {"name": data}, "model": {"net": net}}
+    OmegaConf.save(OmegaConf.create(config), folder / ".hydra" / "config.yaml")
+    OmegaConf.save(
+        OmegaConf.create([f"seed={seed}", f"data={data}"]), folder / ".hydra" / "overrides.yaml"
+    )
+    if err is None:
+        (folder / "failure.json").write_text(json.dumps({"error": "NonFiniteLossError"}))
+    else:
+        (folder / "metrics.json").write_text(
+            json.dumps({"test/err": err, "test/acc": 1 - err / 100})
+        )
+    return folder
+
+
+def test_report_mean_and_std_over_three_runs(tmp_path: Path) -> None:
+    errs = [1.0, 2.0, 4.0]
+    runs = [
+        fake_run(tmp_path / f"cnn_{s}", CNN, "rts", s, e)
+        for s, e in zip((1, 2, 3), errs, strict=True)
+    ]
+    sweep = tmp_path / "sweep"  # a multirun folder: found recursively
+    fake_run(sweep / "0", ST_CNN, "rts", 1, 0.9)
+    fake_run(sweep / "1", ST_CNN, "rts", 2, None)  # failed: left out of the mean
+    rows = build_report([*map(str, runs), str(sweep)], tmp_path / "out", "t")
+    by_cell = {(r["model"], r["dataset"]): r for r in rows}
+    cnn = by_cell[("CNN", "RTS")]
+    assert cnn["n"] == 3
+    assert cnn["mean_err"] == pytest.approx(statistics.fmean(errs))  # 2.3333
+    assert cnn["std_err"] == pytest.approx(statistics.stdev(errs))  # sample std 1.5275
+    assert cnn["paper_err"] == 0.8
+    st = by_cell[("ST-CNN Aff", "RTS")]
+    assert (st["n"], st["failed"], st["std_err"]) == (1, 1, None)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| CNN | 2.33 ± 1.53 (n=3) [0.8] |" in md
+    assert "| ST-CNN Aff | 0.90 [0.5] |" in md
+    assert "1 run(s) without a result" in md
+    with open(tmp_path / "out" / "report.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["model"], r["dataset"]) for r in table] == [("CNN", "RTS"), ("ST-CNN Aff", "RTS")]
+    assert float(table[0]["std_err"]) == pytest.approx(1.5275, abs=1e-4)
+    assert (tmp_path / "out" / "report.png").stat().st_size > 5000
+
+
+def test_report_flags_cells_mixing_settings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = fake_run(tmp_path / "a", CNN, "rotated", 1, 2.0)
+    b = fake_run(tmp_path / "b", CNN, "rotated", 1, 3.0)
+    OmegaConf.save(OmegaConf.create(["model.optimizer.lr=0.1"]), b / ".hydra" / "overrides.yaml")
+    rows = build_report([str(a), str(b)], tmp_path / "out")
+    assert rows[0]["mixed"] and "not seed-to-seed" in caplog.text
+    assert "2.50 ± 0.71 (n=2) * [1.2]" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_report_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a folder"):
+        find_runs([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no training run under"):
+        find_runs([tmp_path / "empty"])
+
+
+@pytest.mark.parametrize(
+    ("net", "label"),
+    [
+        (CNN, "CNN"),
+        (ST_CNN, "ST-CNN Aff"),
+        ({**ST_CNN, "backbone": {"_target_": "stnlab.models.FCN"}}, "ST-FCN Aff"),
+        ({**ST_CNN, "transformer_at": "features"}, "ST-CNN Aff @features"),
+    ],
+)
+def test_model_labels(net: dict, label: str) -> None:
+    assert model_label({"model": {"net": net}}) == label
+    assert dataset_label("cluttered") == "TC" and dataset_label("translated") == "translated"
+    assert PAPER_TABLE1["ST-CNN Aff"]["TC"] == 1.7

@@ -1,0 +1,77 @@
+"""experiment=<cell> presets: the paper's schedule, the budget knob, one per Table-1 cell."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from stnlab.analysis.paper import PAPER_TABLE1, dataset_label, model_label
+from stnlab.tasks import train
+
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+def test_one_preset_per_table_cell() -> None:
+    # fcn, cnn × R RTS P E TC; stn_fcn, stn_cnn × aff/proj/tps × R RTS P E, + aff on TC
+    assert len(PRESETS) == 2 * 5 + 2 * (3 * 4 + 1)
+    assert {"cnn_tc", "stn_cnn_aff_tc", "stn_fcn_tps_e", "fcn_r"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_composes_runs_and_lands_in_its_cell(
+    name: str, make_cfg: Callable[..., DictConfig]
+) -> None:
+    cfg = make_cfg(f"experiment={name}", "debug=fdr")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    row, column = model_label(resolved), dataset_label(resolved["data"]["name"])
+    paper = PAPER_TABLE1[row][column]
+    comment = (Path(__file__).parents[1] / "conf" / "experiment" / f"{name}.yaml").read_text()
+    assert re.search(rf"the paper reports {paper}% test error", comment), (row, column)
+    # the paper's schedule, in steps
+    assert resolved["trainer"]["max_steps"] == 150_000
+    assert resolved["model"]["scheduler"]["milestones"] == [50_000, 100_000]
+    assert resolved["model"]["optimizer"]["lr"] == 0.01
+    assert resolved["model"]["scheduler_interval"] == "step"
+    assert ("ST" in row and column == "RTS") == (resolved["model"]["net"]["post_pool"] == 2)
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/err"] <= 100.0
+
+
+@pytest.mark.parametrize(
+    ("budget", "steps", "milestones"),
+    [(1.0, 150_000, [50_000, 100_000]), (0.01, 1500, [500, 1000]), (0.002, 300, [100, 200])],
+)
+def test_budget_scales_the_schedule_alike(
+    budget: float, steps: int, milestones: list[int], make_cfg: Callable[..., DictConfig]
+) -> None:
+    cfg = make_cfg("experiment=stn_cnn_aff_rts", f"budget={budget}")
+    assert cfg.trainer.max_steps == steps
+    assert list(cfg.model.scheduler.milestones) == milestones
+    assert cfg.data.batch_size == 32  # the test's override wins over the paper's 256
+
+
+def test_budget_trains_that_many_steps_with_the_lr_divided(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = make_cfg("experiment=cnn_r", "budget=0.0001", "+trainer.limit_val_batches=1")
+    assert cfg.trainer.max_steps == 15
+    train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    import torch
+
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 15
+    # milestones at 5 and 10 steps: 0.01 → 0.001 → 0.0001
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+
+
+def test_bad_budget_is_refused(make_cfg: Callable[..., DictConfig]) -> None:
+    from stnlab.errors import ConfigError
+
+    cfg = make_cfg("experiment=cnn_r", "budget=0")
+    with pytest.raises(ConfigError, match="budget=0"):
+        train(cfg)
