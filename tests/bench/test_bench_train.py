@@ -48,10 +48,10 @@ def test_bench_train_reports_the_three_pipelines(fake_mnist: Path, capsys) -> No
     for key in ("limit_samples_per_s", "stnlab_samples_per_s", "peer_samples_per_s"):
         assert result[key] > 0
     assert result["stnlab_over_limit"] == pytest.approx(
-        result["stnlab_samples_per_s"] / result["limit_samples_per_s"], rel=5e-3
-    )
+        result["stnlab_samples_per_s"] / result["limit_samples_per_s"], rel=5e-3, abs=6e-4
+    )  # ratios are rounded to 3 decimals, rates to 0.1
     assert result["stnlab_over_peer"] == pytest.approx(
-        result["stnlab_samples_per_s"] / result["peer_samples_per_s"], rel=5e-3
+        result["stnlab_samples_per_s"] / result["peer_samples_per_s"], rel=5e-3, abs=6e-4
     )
 
 
