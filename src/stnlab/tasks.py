@@ -315,7 +315,8 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
         device = resolve_device(str(cfg.get("device", "auto")))
         models: dict[str, tuple[Any, int]] = {}
         datasets = set()
-        for label, path in _checkpoint_labels(ckpts).items():
+        labelled = _checkpoint_labels(ckpts)
+        for label, path in labelled.items():
             net, config = load_checkpoint_net(path)
             models[label] = (net.to(device), int(config["data"]["canvas_size"]))
             datasets.add(config["data"].get("dataset", "mnist"))
@@ -355,7 +356,7 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
                 metrics[f"robustness/{label}/{factor}_mean_err"] = sum(errs) / len(errs)
         loggers = instantiate_dict(cfg.get("logger"), "logger")
         for logger in loggers:
-            logger.log_hyperparams({"ckpts": _checkpoint_labels(ckpts), "num_samples": n})
+            logger.log_hyperparams({"ckpts": labelled, "num_samples": n})
         log_table(loggers, "robustness", rows, metrics, image=png_path)
         return rows
     except BaseException as err:

@@ -14,6 +14,7 @@ Every model sees the same digits, so the curves compare the models' invariance d
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from stnlab.geometry import AffineTransform, placement_theta, warp
+
+log = logging.getLogger(__name__)
 
 FACTORS = ("angle", "scale", "shift")
 UNITS = {"angle": "rotation (degrees)", "scale": "scale", "shift": "shift (pixels)"}
@@ -164,8 +167,14 @@ def curves_for_models(
     rows = []
     for label, (net, canvas) in models.items():
         for factor, values in grids.items():
-            for row in robustness_curve(
+            curve = robustness_curve(
                 net, digits, labels, factor, values, canvas, batch_size, device, seed
-            ):
-                rows.append({**row, "model": label})
+            )
+            rows.extend({**row, "model": label} for row in curve)
+            log.info(
+                "%s, %s: error %s %%",
+                label,
+                factor,
+                " ".join(f"{r['error_pct']:.1f}" for r in curve),
+            )
     return rows
