@@ -55,6 +55,23 @@ def test_short_run_writes_checkpoints_grids_and_wandb_images(
     assert "DigitsDataModule" in ckpt  # the training-distortion generator state
 
 
+def test_step_budget_logs_grids_every_n_epochs_and_at_the_end(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    """max_epochs=-1 with max_steps (the experiment presets): grids at every 2nd epoch and
+    when the steps run out, not after every epoch."""
+    cfg = make_cfg(
+        "model=stn_cnn",
+        "trainer.max_epochs=-1",
+        "+trainer.max_steps=45",  # 500 training digits / batch 32 = 15 steps per epoch
+        "+trainer.limit_val_batches=1",
+        "callbacks.transform_grid.every_n_epochs=2",
+    )
+    train(cfg)
+    pngs = sorted((Path(cfg.paths.output_dir) / "transform_grids").glob("epoch_*.png"))
+    assert [p.name for p in pngs] == ["epoch_002.png", "epoch_003.png"]
+
+
 def test_resume_from_last_checkpoint(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
     first = make_cfg(
         "model=cnn",

@@ -88,7 +88,8 @@ class TransformGridCallback(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1  # epochs completed
-        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        # max_epochs=-1 (a step budget, as in the experiment presets) has no last epoch
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch
         if epoch % self.every_n_epochs == 0 or last:
             self.log_grid(trainer, pl_module, epoch)
 
