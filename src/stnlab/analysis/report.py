@@ -184,7 +184,8 @@ def plot_report(rows: list[dict[str, Any]], title: str = "") -> Any:
             if row["paper_err"] is not None:
                 paper_x.append(x)
                 paper_y.append(row["paper_err"])
-        bars = ax.bar(xs, means, width * 0.9, yerr=stds, capsize=3, label=model)
+        errs = stds if any(stds) else None  # no bars for single runs
+        bars = ax.bar(xs, means, width * 0.9, yerr=errs, capsize=3, label=model)
         ax.scatter(
             paper_x,
             paper_y,
