@@ -1,4 +1,4 @@
-"""Export a checkpoint: ``python src/export.py ckpt_path=… format=torchscript|onnx``."""
+"""Export a checkpoint: ``python src/export.py ckpt_path=… format=torchscript|onnx|pt2``."""
 
 from __future__ import annotations
 

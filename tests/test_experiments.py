@@ -21,6 +21,15 @@ def test_one_preset_per_table_cell() -> None:
     assert {"cnn_tc", "stn_cnn_aff_tc", "stn_fcn_tps_e", "fcn_r"} <= set(PRESETS)
 
 
+def test_presets_cover_36_distinct_cells(make_cfg: Callable[..., DictConfig]) -> None:
+    cells = set()
+    for name in PRESETS:
+        resolved = OmegaConf.to_container(make_cfg(f"experiment={name}"), resolve=True)
+        cells.add((model_label(resolved), dataset_label(resolved["data"]["name"])))
+    assert len(cells) == len(PRESETS) == 36
+    assert cells == {(row, col) for row, cols in PAPER_TABLE1.items() for col in cols}
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_composes_runs_and_lands_in_its_cell(
     name: str, make_cfg: Callable[..., DictConfig]

@@ -16,7 +16,7 @@ from PIL import Image
 from cli_helper import run_train
 from stnlab.checkpoints import read_checkpoint
 from stnlab.errors import ConfigError
-from stnlab.inference import export_checkpoint, load_images, predict_files
+from stnlab.inference import export_checkpoint, load_image, load_images, predict_files
 from stnlab.tasks import train
 
 
@@ -66,6 +66,17 @@ def test_predict_matches_the_lightning_module(
     assert [int(r["predicted"]) for r in table] == probs.argmax(1).tolist()
     picture = Image.open(tmp_path / "out" / table[0]["image"])
     assert picture.width > 2 * picture.height * 0.9  # input beside transformed
+
+
+def test_images_keep_the_training_size_on_larger_canvases(tmp_path: Path) -> None:
+    Image.fromarray(np.full((50, 50), 255, dtype=np.uint8)).save(tmp_path / "white.png")
+    x = load_image(tmp_path / "white.png", channels=1, size=42, invert="false", image_size=28)
+    assert x.shape == (1, 42, 42)
+    assert x[0, 7:35, 7:35].min() == 1.0 and x.sum() == 28 * 28  # a centred 28×28 square
+    # a bright border inverts grey images (auto) but never colour ones
+    grey = load_image(tmp_path / "white.png", channels=1, size=28)
+    colour = load_image(tmp_path / "white.png", channels=3, size=32)
+    assert grey.max() == 0.0 and colour.shape == (3, 32, 32) and colour.min() == 1.0
 
 
 def test_predict_bad_inputs(tmp_path: Path) -> None:

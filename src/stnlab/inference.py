@@ -42,36 +42,54 @@ def image_files(path: str | Path) -> list[Path]:
     raise ConfigError(f"input={source} does not exist; give an image file or a folder of them")
 
 
-def load_image(file: Path, channels: int, size: int, invert: str = "auto") -> Tensor:
+def load_image(
+    file: Path, channels: int, size: int, invert: str = "auto", image_size: int | None = None
+) -> Tensor:
     """One image → ``(C, size, size)`` float in ``[0, 1]``.
 
-    ``invert``: ``auto`` turns dark-on-light images (a bright border, as scans and drawings
-    usually are) into light-on-dark like MNIST; ``true`` / ``false`` force it.
+    The image is resized to ``image_size`` (the training images' side, e.g. 28 for MNIST;
+    default ``size``) and centred on a black canvas of ``size``, so a digit on a large
+    RTS or TC canvas has the size the model was trained on. ``invert``: ``auto`` turns
+    dark-on-light grey images (a bright border, as scans and drawings usually are) into
+    light-on-dark like MNIST, and leaves colour images alone; ``true`` / ``false`` force it.
     """
+    if invert not in ("auto", "true", "false", True, False):
+        raise ConfigError(f"invert={invert!r}; valid: auto, true, false")
+    side = min(image_size or size, size)
     try:
         with Image.open(file) as img:
-            img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+            img = img.convert("L" if channels == 1 else "RGB").resize((side, side), Image.BILINEAR)
             array = np.asarray(img, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as err:
         raise ConfigError(f"cannot read {file} as an image ({err})") from None
     x = torch.from_numpy(array)
     x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
-    if invert not in ("auto", "true", "false", True, False):
-        raise ConfigError(f"invert={invert!r}; valid: auto, true, false")
     if invert == "auto":
         border = torch.cat((x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]), dim=-1)
-        flip = bool(border.mean() > 0.5)
+        flip = channels == 1 and bool(border.mean() > 0.5)
     else:
         flip = invert in ("true", True)
-    return 1.0 - x if flip else x
+    x = 1.0 - x if flip else x
+    if side == size:
+        return x
+    canvas = torch.zeros(x.shape[0], size, size)
+    top = (size - side) // 2
+    canvas[:, top : top + side, top : top + side] = x
+    return canvas
 
 
 def load_images(
-    path: str | Path, channels: int, size: int, invert: str = "auto"
+    path: str | Path,
+    channels: int,
+    size: int,
+    invert: str = "auto",
+    image_size: int | None = None,
 ) -> tuple[Tensor, list[Path]]:
-    """Images of a file or folder → ``(N, C, size, size)`` in ``[0, 1]`` and their paths."""
+    """Images of a file or folder → ``(N, C, size, size)`` in ``[0, 1]`` and their paths
+    (each as :func:`load_image` prepares it)."""
     files = image_files(path)
-    return torch.stack([load_image(f, channels, size, invert) for f in files]), files
+    images = [load_image(f, channels, size, invert, image_size) for f in files]
+    return torch.stack(images), files
 
 
 @torch.inference_mode()
@@ -93,7 +111,8 @@ def write_predictions(
     out_dir: str | Path,
 ) -> Path:
     """``predictions.csv`` (file, class, probability) and ``<stem>.png`` per image: the
-    input beside the transformed image (or the input alone without a transformer)."""
+    input beside the transformed image (beside itself for a model without an input
+    transformer)."""
     from stnlab.callbacks.transform_grid import make_grid_image
 
     out = Path(out_dir)
@@ -147,7 +166,9 @@ def export_onnx(net: nn.Module, example: Tensor, path: str | Path) -> float:
     ".[export]"``); returns the largest logit difference to the eager network.
     """
     try:
+        import onnx  # noqa: F401
         import onnxruntime
+        import onnxscript  # noqa: F401
     except ImportError:
         raise ConfigError(
             'format=onnx needs onnx, onnxscript and onnxruntime: pip install -e ".[export]"'
@@ -184,7 +205,13 @@ def predict_files(
 
     net, config = load_checkpoint_net(ckpt_path)
     data = config["data"]
-    images, files = load_images(source, int(data["channels"]), int(data["canvas_size"]), invert)
+    images, files = load_images(
+        source,
+        int(data["channels"]),
+        int(data["canvas_size"]),
+        invert,
+        int(data.get("image_size", data["canvas_size"])),
+    )
     _, probs, transformed = predict(net, images)
     write_predictions(files, images, probs, transformed, out_dir)
     top = probs.max(1)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
 from stnlab.analysis import robustness as robust
 from stnlab.analysis.evaluate import evaluate_checkpoint, load_checkpoint_net, write_results
-from stnlab.analysis.paper import dataset_label, model_label
+from stnlab.analysis.paper import dataset_label, model_label, run_variant
 from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_run
 from stnlab.data.sources import load_split
 from stnlab.errors import ConfigError
@@ -289,7 +289,9 @@ def _checkpoint_labels(ckpts: Any) -> dict[str, str]:
     labelled: dict[str, str] = {}
     for path in ckpts:
         _, config = load_checkpoint_net(path)
-        label = f"{model_label(config)} ({dataset_label(config['data'].get('name'))})"
+        variant = run_variant(config, Path(path).resolve().parents[1])
+        column = dataset_label(variant, config["data"].get("dataset", "mnist"))
+        label = f"{model_label(config)} ({column})"
         while label in labelled:
             label += "'"
         labelled[label] = str(path)
@@ -308,7 +310,8 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
         ckpts = cfg.get("ckpts")
         if ckpts in (None, "", "???") or len(ckpts) == 0:
             raise ConfigError("ckpts is required: python src/robustness.py ckpts=[a.ckpt,b.ckpt]")
-        factors = list(cfg.get("factors", robust.FACTORS))
+        factors = cfg.get("factors", robust.FACTORS)
+        factors = [factors] if isinstance(factors, str) else list(factors)
         unknown = [f for f in factors if f not in robust.FACTORS]
         if unknown:
             raise ConfigError(f"factors={unknown} unknown; valid: {list(robust.FACTORS)}")
@@ -341,8 +344,12 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
                 grids[factor] = robust.value_grid(float(spec.start), float(stop), int(spec.num))
             except ValueError as err:
                 raise ConfigError(f"{factor}: {err}") from None
+            if factor == "scale" and min(grids[factor]) <= 0:
+                raise ConfigError(
+                    f"scale.start={spec.start}, scale.stop={stop}: scales must be > 0"
+                )
         rows = robust.curves_for_models(
-            models, digits, labels, grids, int(cfg.batch_size), device, int(cfg.seed)
+            models, digits, labels, grids, int(cfg.batch_size), device, int(cfg.get("seed") or 0)
         )
         title = f"test error vs pose, {len(labels)} test digits"
         csv_path, png_path = robust.write_curves(rows, output_dir, title)

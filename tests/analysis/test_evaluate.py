@@ -86,3 +86,23 @@ def test_eval_errors_name_the_bad_value(
         load_checkpoint_net(foreign)
     with pytest.raises(ConfigError, match="device='cuda:x'"):
         evaluate(make_task_cfg("eval", f"ckpt_path={ckpt}", "device=cuda:x", "~logger"))
+
+
+def test_eval_of_a_checkpoint_from_before_variant_names(
+    tiny_run: tuple[Path, dict], make_task_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """Older checkpoints carry no data.name: Hydra's record in the run folder names it."""
+    ckpt, metrics = tiny_run
+    checkpoint = torch.load(ckpt, weights_only=False)
+    del checkpoint["stnlab_config"]["data"]["name"]
+    old = tmp_path / "old_run" / "checkpoints" / "best.ckpt"
+    old.parent.mkdir(parents=True)
+    torch.save(checkpoint, old)
+    (old.parents[1] / ".hydra").mkdir()
+    (old.parents[1] / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  runtime:\n    choices:\n      data: rotated\n"
+    )
+    rows = evaluate(make_task_cfg("eval", f"ckpt_path={old}", "~logger"))
+    assert [r["variant"] for r in rows] == ["rotated", "mnist", "projective", "elastic"]
+    assert rows[0]["error_pct"] == pytest.approx(metrics["test/err"], abs=1e-3)
+    assert rows[0]["paper_pct"] == 0.7

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from stnlab.analysis.paper import PAPER_TABLE1, dataset_label, model_label
+from stnlab.analysis.paper import PAPER_TABLE1, dataset_label, model_label, paper_error
 from stnlab.analysis.report import build_report, find_runs
 from stnlab.errors import ConfigError
 
@@ -82,6 +82,36 @@ def test_report_flags_cells_mixing_settings(
     assert "2.50 ± 0.71 (n=2) * [1.2]" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_report_skips_other_tasks_and_keeps_sources_apart(tmp_path: Path) -> None:
+    fake_run(tmp_path / "mnist", CNN, "rotated", 1, 2.0)
+    fashion = fake_run(tmp_path / "fashion", CNN, "rotated", 1, 9.0)
+    config = OmegaConf.load(fashion / ".hydra" / "config.yaml")
+    config.data.dataset = "fashion_mnist"
+    OmegaConf.save(config, fashion / ".hydra" / "config.yaml")
+    # a run from before data configs had a name: Hydra's record of data=… decides
+    old = fake_run(tmp_path / "old", CNN, "rts", 1, 5.0)
+    OmegaConf.save(
+        OmegaConf.create({"seed": 1, "model": {"net": CNN}, "data": {}}),
+        old / ".hydra" / "config.yaml",
+    )
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"runtime": {"choices": {"data": "rts"}}}}),
+        old / ".hydra" / "hydra.yaml",
+    )
+    evaluation = tmp_path / "eval_run" / ".hydra"  # src/eval.py's folder: not a training run
+    evaluation.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({"ckpt_path": "x.ckpt"}), evaluation / "config.yaml")
+    rows = build_report([tmp_path], tmp_path / "out")
+    cells = {(r["model"], r["dataset"]): (r["mean_err"], r["paper_err"]) for r in rows}
+    assert cells == {
+        ("CNN", "R"): (2.0, 1.2),
+        ("CNN", "R fashion_mnist"): (9.0, None),  # the paper's numbers are MNIST's
+        ("CNN", "RTS"): (5.0, 0.8),
+    }
+    with pytest.raises(ConfigError, match="no training run among 1 folders"):
+        build_report([tmp_path / "eval_run"], tmp_path / "out2")
+
+
 def test_report_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a folder"):
         find_runs([tmp_path / "missing"])
@@ -97,9 +127,18 @@ def test_report_errors(tmp_path: Path) -> None:
         (ST_CNN, "ST-CNN Aff"),
         ({**ST_CNN, "backbone": {"_target_": "stnlab.models.FCN"}}, "ST-FCN Aff"),
         ({**ST_CNN, "transformer_at": "features"}, "ST-CNN Aff @features"),
+        (
+            {**ST_CNN, "transformer": {**ST_CNN["transformer"], "num_transformers": 2}},
+            "2×ST-CNN Aff",
+        ),
     ],
 )
 def test_model_labels(net: dict, label: str) -> None:
     assert model_label({"model": {"net": net}}) == label
+
+
+def test_dataset_labels_and_paper_cells() -> None:
     assert dataset_label("cluttered") == "TC" and dataset_label("translated") == "translated"
-    assert PAPER_TABLE1["ST-CNN Aff"]["TC"] == 1.7
+    assert dataset_label("rts", "cifar10") == "RTS cifar10"
+    assert paper_error("ST-CNN Aff", "TC") == 1.7 and paper_error("CNN", "RTS cifar10") is None
+    assert sum(len(cells) for cells in PAPER_TABLE1.values()) == 36

@@ -107,8 +107,16 @@ def test_robustness_task_writes_csv_png_and_logs(
         logged = list(csv.DictReader(f))[-1]
     assert "robustness/CNN (RTS)/angle_mean_err" in logged
     with open_dict(cfg):
+        cfg.factors = "angle"  # one factor, given as a plain string
+    assert {r["factor"] for r in robustness(cfg)} == {"angle"}
+    with open_dict(cfg):
         cfg.factors = ["angle", "tilt"]
     with pytest.raises(ConfigError, match=r"factors=\['tilt'\] unknown"):
+        robustness(cfg)
+    with open_dict(cfg):
+        cfg.factors = ["scale"]
+        cfg.scale.start = 0
+    with pytest.raises(ConfigError, match=r"scale\.start=0.*must be > 0"):
         robustness(cfg)
 
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
-from stnlab.analysis.paper import dataset_label, model_label, paper_error
+from stnlab.analysis.paper import dataset_label, model_label, paper_error, run_variant
 from stnlab.checkpoints import read_checkpoint
 from stnlab.errors import CheckpointError, ConfigError
 
@@ -133,8 +133,14 @@ def predict_labels(
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
-def select_variants(requested: str | Iterable[str], own: str | None, canvas: int) -> list[str]:
-    """Variants to test: ``fitting`` (same canvas as the model), ``all``, or a list."""
+def select_variants(
+    requested: str | Iterable[str], own: str | None, canvas: int, source: str = "mnist"
+) -> list[str]:
+    """Variants to test besides ``own``: ``fitting`` (the model's canvas), ``all``, or a list.
+
+    ``source`` is the image source (``mnist``, ``cifar10`` …), which sets the image size
+    and so the canvas of the undistorted variant.
+    """
     if isinstance(requested, str) and requested in ("fitting", "all"):
         names = VARIANTS
     else:
@@ -145,12 +151,12 @@ def select_variants(requested: str | Iterable[str], own: str | None, canvas: int
                 f"variants={unknown} unknown; valid: 'fitting', 'all' or a list of {VARIANTS}"
             )
     if requested == "fitting":
-        names = [v for v in names if _canvas_of(v) == canvas]
+        names = [v for v in names if _canvas_of(v, source) == canvas]
     return [v for v in names if v != own]
 
 
-def _canvas_of(variant: str) -> int:
-    return int(compose_variant(variant).data.canvas_size)
+def _canvas_of(variant: str, source: str = "mnist") -> int:
+    return int(compose_variant(variant, [f"data/source={source}"]).data.canvas_size)
 
 
 def evaluate_checkpoint(
@@ -170,18 +176,21 @@ def evaluate_checkpoint(
     net, run_config = load_checkpoint_net(ckpt_path)
     net.to(device)
     own_data = {**run_config["data"], "root": str(data_dir)}
-    own = own_data.get("name")
+    own = run_variant(run_config, Path(ckpt_path).resolve().parents[1])
+    if own is None:
+        log.warning("%s does not say which data variant it was trained on", ckpt_path)
+    source = str(own_data.get("dataset", "mnist"))
     canvas = int(own_data["canvas_size"])
     row_label = model_label(run_config)
     jobs: list[tuple[str, dict[str, Any], bool]] = [(own or "own", own_data, True)]
-    for variant in select_variants(variants, own, canvas):
+    for variant in select_variants(variants, own, canvas, source):
         jobs.append((variant, variant_data_config(variant, run_config, data_dir), False))
     rows = []
     for name, data_config, is_own in jobs:
         images, labels = render_test_set(data_config, allow_fetch=allow_fetch)
         predicted = predict_labels(net, images, canvas, batch_size, device)
         errors = int((predicted != labels).sum())
-        column = dataset_label(name)
+        column = dataset_label(name, source)
         rows.append(
             {
                 "model": row_label,

@@ -55,7 +55,7 @@ def model_label(config: Mapping[str, Any]) -> str:
     """The Table-1 row of a run config: ``FCN``, ``CNN``, ``ST-CNN Aff``, ``ST-FCN TPS``, …
 
     Models outside the table get a descriptive label of the same shape (``ST-CNN
-    Similarity``, ``ST-CNN Aff @features``, ``IC-ST-CNN Aff``).
+    Similarity``, ``ST-CNN Aff @features``, ``IC-ST-CNN Aff``, ``2×ST-CNN Aff``).
     """
     net = config["model"]["net"]
     backbone = _short(net["backbone"].get("_target_")).upper()
@@ -65,15 +65,37 @@ def model_label(config: Mapping[str, Any]) -> str:
     family = _short(transformer["transform"].get("_target_"))
     label = _FAMILY_LABELS.get(family, family.removesuffix("Transform"))
     prefix = "IC-ST" if _short(transformer.get("_target_")).startswith("IC") else "ST"
+    copies = int(transformer.get("num_transformers") or 1)
+    prefix = f"{copies}×{prefix}" if copies > 1 else prefix
     where = " @features" if net.get("transformer_at") == "features" else ""
     return f"{prefix}-{backbone} {label}{where}"
 
 
-def dataset_label(name: str | None) -> str:
-    """A data variant's Table-1 column (``rts`` → ``RTS``); other names are kept."""
-    return COLUMNS.get(name or "", name or "?")
+def dataset_label(name: str | None, source: str | None = "mnist") -> str:
+    """A data variant's Table-1 column (``rts`` → ``RTS``); other names are kept.
+
+    Images other than MNIST get their source appended (``R fashion_mnist``): the paper's
+    numbers are for MNIST only, so :func:`paper_error` has none for such a column.
+    """
+    label = COLUMNS.get(name or "", name or "?")
+    return label if source in (None, "mnist") else f"{label} {source}"
 
 
 def paper_error(row: str, column: str) -> float | None:
     """The paper's test error % for a cell, or ``None`` where the paper has none."""
     return PAPER_TABLE1.get(row, {}).get(column)
+
+
+def run_variant(config: Mapping[str, Any], run_dir: Any = None) -> str | None:
+    """The data variant a run trained on: ``data.name``, or for runs from before data
+    configs carried a name, Hydra's record of the ``data=`` choice in the run folder."""
+    name = (config.get("data") or {}).get("name")
+    if name is None and run_dir is not None:
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
+        if hydra_yaml.is_file():
+            name = OmegaConf.load(hydra_yaml).hydra.runtime.choices.get("data")
+    return name

@@ -19,7 +19,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from stnlab.analysis.paper import COLUMN_ORDER, ROW_ORDER, dataset_label, model_label, paper_error
+from stnlab.analysis.paper import (
+    COLUMN_ORDER,
+    ROW_ORDER,
+    dataset_label,
+    model_label,
+    paper_error,
+    run_variant,
+)
 from stnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,12 +64,8 @@ def read_run(folder: Path) -> dict[str, Any]:
     """One run: its cell (``model``, ``dataset``), ``seed``, ``error`` (``None`` if none)."""
     config = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"))
     assert isinstance(config, dict)
-    name = (config.get("data") or {}).get("name")
-    if name is None:  # runs from before data configs carried their name
-        hydra_yaml = folder / ".hydra" / "hydra.yaml"
-        if hydra_yaml.is_file():
-            choices = OmegaConf.load(hydra_yaml).hydra.runtime.choices
-            name = choices.get("data")
+    name = run_variant(config, folder)
+    source = (config.get("data") or {}).get("dataset", "mnist")
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
     error = None
@@ -73,7 +76,7 @@ def read_run(folder: Path) -> dict[str, Any]:
     return {
         "folder": folder,
         "model": model_label(config),
-        "dataset": dataset_label(name),
+        "dataset": dataset_label(name, source),
         "seed": config.get("seed"),
         "error": error,
         "setting": sorted(str(o) for o in overrides if not str(o).startswith(_NOT_SETTINGS)),
@@ -226,9 +229,27 @@ def write_report(
     return md, table, png
 
 
+def is_training_run(folder: Path) -> bool:
+    """Whether ``folder``'s config is a training run's (eval, robustness … runs are not)."""
+    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    return "model" in config and "data" in config
+
+
 def build_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = "") -> list[dict]:
-    """Find the runs under ``paths``, aggregate them per cell and write the three files."""
-    runs = [read_run(folder) for folder in find_runs(paths)]
+    """Find the runs under ``paths``, aggregate them per cell and write the three files.
+
+    Folders of other tasks found below ``paths`` (eval, robustness, …) are skipped.
+    """
+    paths = list(paths)
+    folders = find_runs(paths)
+    runs = [read_run(f) for f in folders if is_training_run(f)]
+    skipped = len(folders) - len(runs)
+    if skipped:
+        log.warning("skipped %d folder(s) that are not training runs", skipped)
+    if not runs:
+        raise ConfigError(
+            f"runs={list(map(str, paths))}: no training run among {len(folders)} folders"
+        )
     rows = aggregate(runs)
     write_report(rows, out_dir, title)
     return rows
