@@ -183,12 +183,15 @@ def plot_report(rows: list[dict[str, Any]], title: str = "") -> Any:
             x = j - 0.4 + width * (i + 0.5)
             xs.append(x)
             means.append(row["mean_err"])
-            stds.append(row["std_err"] or 0.0)
+            stds.append(row["std_err"])
             if row["paper_err"] is not None:
                 paper_x.append(x)
                 paper_y.append(row["paper_err"])
-        errs = stds if any(stds) else None  # no bars for single runs
-        bars = ax.bar(xs, means, width * 0.9, yerr=errs, capsize=3, label=model)
+        bars = ax.bar(xs, means, width * 0.9, label=model)
+        spread = [(x, m, s) for x, m, s in zip(xs, means, stds, strict=True) if s is not None]
+        if spread:  # ± std where a cell has several runs; none for a single run
+            ex, em, es = zip(*spread, strict=True)
+            ax.errorbar(ex, em, yerr=es, fmt="none", ecolor="black", capsize=3)
         ax.scatter(
             paper_x,
             paper_y,
