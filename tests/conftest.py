@@ -96,34 +96,37 @@ def fake_mnist(fake_mnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return fake_mnist_root
 
 
+def compose_run(
+    config_name: str, overrides: list[str], output_dir: Path, data_dir: Path
+) -> DictConfig:
+    """``conf/<config_name>.yaml`` with ``overrides``, its paths set as a run of it would
+    have them (Hydra's config registered, then dropped as the task sees it)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.root_dir = str(ROOT)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a real run: the task gets the config without it
+    return cfg
+
+
 @pytest.fixture
 def make_cfg(fake_mnist: Path, tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """Compose ``conf/train.yaml`` with overrides, on the synthetic data, into ``tmp_path``."""
 
     def _make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(
-                config_name="train",
-                return_hydra_config=True,
-                overrides=[
-                    "data.val_size=100",
-                    "data.batch_size=32",
-                    "data.eval_batch_size=64",
-                    "logger=csv",
-                    *overrides,
-                ],
-            )
-        out = output_dir or tmp_path / "run"
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(out)
-            cfg.paths.data_dir = str(fake_mnist)
-            cfg.paths.root_dir = str(ROOT)
-            cfg.hydra.runtime.output_dir = str(out)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]  # as in a real run: the task gets the config without it
-        return cfg
+        small = ["data.val_size=100", "data.batch_size=32", "data.eval_batch_size=64"]
+        return compose_run(
+            "train",
+            [*small, "logger=csv", *overrides],
+            output_dir or tmp_path / "run",
+            fake_mnist,
+        )
 
     yield _make
     GlobalHydra.instance().clear()
@@ -134,23 +137,12 @@ def make_task_cfg(fake_mnist: Path, tmp_path: Path) -> Iterator[Callable[..., Di
     """Compose another entry point's config (``eval``, ``robustness``) on the synthetic data."""
 
     def _make(config_name: str, *overrides: str, output_dir: Path | None = None) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = compose(
-                config_name=config_name,
-                return_hydra_config=True,
-                overrides=["logger=csv", *overrides],
-            )
-        out = output_dir or tmp_path / config_name
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(out)
-            cfg.paths.data_dir = str(fake_mnist)
-            cfg.paths.root_dir = str(ROOT)
-            cfg.hydra.runtime.output_dir = str(out)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return cfg
+        return compose_run(
+            config_name,
+            ["logger=csv", *overrides],
+            output_dir or tmp_path / config_name,
+            fake_mnist,
+        )
 
     yield _make
     GlobalHydra.instance().clear()

@@ -7,10 +7,12 @@ points only add ``@hydra.main``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +205,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
         close_wandb()
 
 
+@contextlib.contextmanager
+def recorded_task(output_dir: Path) -> Iterator[None]:
+    """Around a task: ``failure.json`` in ``output_dir`` on any failure; W&B closed always."""
+    try:
+        yield
+    except BaseException as err:
+        write_failure(output_dir, err)
+        raise
+    finally:
+        close_wandb()
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:1`` as given."""
     if name == "auto":
@@ -248,7 +262,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     returns the rows (keys: :data:`~stnlab.analysis.evaluate.FIELDS`).
     """
     output_dir = Path(cfg.paths.output_dir)
-    try:
+    with recorded_task(output_dir):
         if cfg.get("ckpt_path") in (None, "", "???"):
             raise ConfigError("ckpt_path is required: python src/eval.py ckpt_path=<file.ckpt>")
         device = resolve_device(str(cfg.get("device", "auto")))
@@ -273,11 +287,6 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         metrics = {f"eval/{row['variant']}/err": float(row["error_pct"]) for row in rows}
         log_table(loggers, "eval/results", rows, metrics)
         return rows
-    except BaseException as err:
-        write_failure(output_dir, err)
-        raise
-    finally:
-        close_wandb()
 
 
 def _checkpoint_labels(ckpts: Any) -> dict[str, str]:
@@ -306,7 +315,7 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
     :data:`~stnlab.analysis.robustness.FIELDS`).
     """
     output_dir = Path(cfg.paths.output_dir)
-    try:
+    with recorded_task(output_dir):
         ckpts = cfg.get("ckpts")
         if ckpts in (None, "", "???") or len(ckpts) == 0:
             raise ConfigError("ckpts is required: python src/robustness.py ckpts=[a.ckpt,b.ckpt]")
@@ -366,8 +375,3 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
             logger.log_hyperparams({"ckpts": labelled, "num_samples": n})
         log_table(loggers, "robustness", rows, metrics, image=png_path)
         return rows
-    except BaseException as err:
-        write_failure(output_dir, err)
-        raise
-    finally:
-        close_wandb()
