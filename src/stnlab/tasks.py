@@ -289,22 +289,26 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         return rows
 
 
-def _checkpoint_labels(ckpts: Any) -> dict[str, str]:
-    """``ckpts`` as label → path: a mapping as given, or a list labelled from the runs."""
+def _load_labelled(ckpts: Any) -> dict[str, tuple[str, Any, dict[str, Any]]]:
+    """``ckpts`` (a mapping label → path, or a list labelled from the runs) loaded once:
+    label → (path, network, run config)."""
     if isinstance(ckpts, str):
         ckpts = [ckpts]
-    if isinstance(ckpts, DictConfig | dict):
-        return {str(k): str(v) for k, v in ckpts.items()}
-    labelled: dict[str, str] = {}
-    for path in ckpts:
-        _, config = load_checkpoint_net(path)
-        variant = run_variant(config, Path(path).resolve().parents[1])
-        column = dataset_label(variant, config["data"].get("dataset", "mnist"))
-        label = f"{model_label(config)} ({column})"
-        while label in labelled:
-            label += "'"
-        labelled[label] = str(path)
-    return labelled
+    given = isinstance(ckpts, DictConfig | dict)
+    pairs = (
+        [(str(k), str(v)) for k, v in ckpts.items()] if given else [(None, str(p)) for p in ckpts]
+    )
+    loaded: dict[str, tuple[str, Any, dict[str, Any]]] = {}
+    for label, path in pairs:
+        net, config = load_checkpoint_net(path)
+        if label is None:
+            variant = run_variant(config, Path(path).resolve().parents[1])
+            column = dataset_label(variant, config["data"].get("dataset", "mnist"))
+            label = f"{model_label(config)} ({column})"
+            while label in loaded:
+                label += "'"
+        loaded[label] = (path, net, config)
+    return loaded
 
 
 def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -327,9 +331,8 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
         device = resolve_device(str(cfg.get("device", "auto")))
         models: dict[str, tuple[Any, int]] = {}
         datasets = set()
-        labelled = _checkpoint_labels(ckpts)
-        for label, path in labelled.items():
-            net, config = load_checkpoint_net(path)
+        loaded = _load_labelled(ckpts)
+        for label, (_, net, config) in loaded.items():
             models[label] = (net.to(device), int(config["data"]["canvas_size"]))
             datasets.add(config["data"].get("dataset", "mnist"))
         if len(datasets) > 1:
@@ -372,6 +375,7 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
                 metrics[f"robustness/{label}/{factor}_mean_err"] = sum(errs) / len(errs)
         loggers = instantiate_dict(cfg.get("logger"), "logger")
         for logger in loggers:
-            logger.log_hyperparams({"ckpts": labelled, "num_samples": n})
+            ckpt_paths = {label: path for label, (path, _, _) in loaded.items()}
+            logger.log_hyperparams({"ckpts": ckpt_paths, "num_samples": n})
         log_table(loggers, "robustness", rows, metrics, image=png_path)
         return rows
