@@ -46,6 +46,8 @@ class STNLitModule(L.LightningModule):
         compile: compile the network with ``torch.compile`` (in place: checkpoints keep
             their keys). The first steps pay the compile time; see the README's
             Performance table for whether it pays off.
+        label_smoothing: label smoothing of the training loss in ``[0, 1)``; validation
+            and test losses stay plain cross-entropy, so they compare across settings.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class STNLitModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         loc_lr_mult: float = 1.0,
         compile: bool = False,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
@@ -64,6 +67,8 @@ class STNLitModule(L.LightningModule):
             )
         if loc_lr_mult < 0:
             raise ValueError(f"model.loc_lr_mult must be >= 0, got {loc_lr_mult}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
         # The factories stay out of hparams: they are not plain data and would make the
         # checkpoint unloadable with weights_only=True. The checkpoint carries the resolved
         # config instead (``stnlab_config``).
@@ -102,7 +107,8 @@ class STNLitModule(L.LightningModule):
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         acc = getattr(self, f"{stage}_acc")
         # update(), not forward(): no per-batch value to compute, which costs more than the
         # update itself on small models (see README, Performance).
