@@ -1,23 +1,167 @@
-"""Checkpoint files: atomic writes, reading with clear errors, finding a run's last one.
+"""Checkpoint files: atomic writes, safe reading, rebuilding a network, a run's last one.
 
 Lightning writes checkpoints through a ``CheckpointIO`` plugin; :class:`AtomicCheckpointIO`
 writes each file under a temporary name in the same folder, flushes it to disk and
 renames it over the old one, so a crash or ``kill -9`` mid-save leaves the previous
 ``last.ckpt`` intact, never a truncated file.
+
+A checkpoint is a file people share, so reading one never runs code:
+
+* tensors and plain data only (``torch.load(weights_only=True)``), for stnlab's readers
+  and for Lightning's resume alike;
+* the run config stored inside (``stnlab_config``) is checked as a whole before anything
+  is built: every ``_target_`` at any depth must be in :data:`ALLOWED_TARGETS`, and no
+  string may hold an interpolation (``${…}``); stored configs are resolved when saved;
+* objects are rebuilt by :func:`build_from_data`, which calls only allow-listed classes
+  and never resolves anything (no Hydra ``instantiate``, no OmegaConf resolvers).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import logging
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
 
 from stnlab.errors import CheckpointError
 
+log = logging.getLogger(__name__)
+
 LAST = "last.ckpt"
+
+# Every class a stored config may name: stnlab's own and the few torch/Lightning classes
+# the shipped configs use (a test keeps this in step with conf/). A model of your own
+# needs its class added here before its checkpoints can be loaded.
+ALLOWED_TARGETS: frozenset[str] = frozenset(
+    {
+        "stnlab.models.CNN",
+        "stnlab.models.FCN",
+        "stnlab.models.ConvLocNet",
+        "stnlab.models.FCLocNet",
+        "stnlab.models.STNClassifier",
+        "stnlab.models.SpatialTransformer",
+        "stnlab.models.ICSpatialTransformer",
+        "stnlab.geometry.TranslationTransform",
+        "stnlab.geometry.AttentionTransform",
+        "stnlab.geometry.SimilarityTransform",
+        "stnlab.geometry.AffineTransform",
+        "stnlab.geometry.ProjectiveTransform",
+        "stnlab.geometry.TPSTransform",
+        "stnlab.data.datamodule.DigitsDataModule",
+        "stnlab.data.distortions.RandomSimilarity",
+        "stnlab.data.distortions.RandomProjective",
+        "stnlab.data.distortions.RandomElastic",
+        "stnlab.data.distortions.ClutteredPlacement",
+        "stnlab.module.STNLitModule",
+        "stnlab.callbacks.TransformGridCallback",
+        "stnlab.callbacks.CollapseDetector",
+        "stnlab.schedules.WarmupDecayLR",
+        "torch.optim.SGD",
+        "torch.optim.AdamW",
+        "torch.optim.lr_scheduler.MultiStepLR",
+        "lightning.Trainer",
+        "lightning.pytorch.callbacks.ModelCheckpoint",
+        "lightning.pytorch.loggers.CSVLogger",
+        "lightning.pytorch.loggers.TensorBoardLogger",
+        "lightning.pytorch.loggers.WandbLogger",
+    }
+)
+_PLAIN = (type(None), bool, int, float, str, list, tuple, torch.Tensor)
+_BUILD_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+_INTERPOLATION = re.compile(r"\$\{")
+_WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _walk(tree: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every node of a plain tree with its key path (``model.net.backbone``, ``a[0]``)."""
+    yield path, tree
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _walk(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            yield from _walk(value, f"{path}[{i}]")
+
+
+def check_stored_config(
+    tree: Any, source: str, where: str = "stnlab_config", built: tuple[str, ...] = ("",)
+) -> None:
+    """Refuse a stored config that names a class outside the allow-list or interpolates.
+
+    Walks the whole tree before anything is built. ``_target_``s are checked in the
+    sections under ``built`` (key paths relative to ``where``; ``""`` is all of it): the
+    parts stnlab may build. A run's own extra callbacks or loggers are never built from a
+    checkpoint, so they do not make it unreadable. Raises :class:`CheckpointError` naming
+    ``source`` (the file), the key path and the offending value.
+    """
+    prefixes = tuple(f"{where}.{section}".rstrip(".") for section in built)
+    for path, node in _walk(tree, where):
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            checked = any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in prefixes)
+            if (
+                checked
+                and "_target_" in node
+                and (not isinstance(target, str) or target not in ALLOWED_TARGETS)
+            ):
+                raise CheckpointError(
+                    f"{source}: {path}._target_={target!r} is not a class stnlab builds from "
+                    "a checkpoint; refused before building anything (stored configs may only "
+                    "name stnlab's models, transforms, data and the torch/Lightning classes "
+                    "of conf/)"
+                )
+            bad_keys = [k for k in node if not isinstance(k, str)]
+            if bad_keys:
+                raise CheckpointError(f"{source}: {path} has a non-text key {bad_keys[0]!r}")
+        elif isinstance(node, str) and _INTERPOLATION.search(node):
+            raise CheckpointError(
+                f"{source}: {path}={node!r} is an interpolation; a stored config holds "
+                "resolved values only, and stnlab never resolves one from a file"
+            )
+        elif not isinstance(node, _PLAIN):
+            raise CheckpointError(
+                f"{source}: {path} holds a {type(node).__name__}; a stored config holds "
+                "plain values only"
+            )
+
+
+def _locate(target: str) -> Any:
+    module_name, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def build_from_data(node: Any, where: str = "config") -> Any:
+    """Build the objects a plain config tree describes, calling allow-listed classes only.
+
+    The counterpart of Hydra's ``instantiate`` for configs read from files: ``_target_``
+    (from :data:`ALLOWED_TARGETS`), ``_args_``, ``_partial_`` and nested nodes are
+    honoured; strings are taken literally (nothing is resolved).
+    """
+    check_stored_config(node, where, where)
+    return _build(node)
+
+
+def _build(node: Any) -> Any:
+    if isinstance(node, list | tuple):
+        return [_build(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    kwargs = {k: _build(v) for k, v in node.items() if k not in _BUILD_KEYS}
+    if "_target_" not in node:
+        return kwargs
+    factory = _locate(node["_target_"])
+    args = [_build(v) for v in node.get("_args_", [])]
+    if node.get("_partial_"):
+        return functools.partial(factory, *args, **kwargs)
+    return factory(*args, **kwargs)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -39,6 +183,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Lightning's resume reads through here: tensors and plain data only, checked."""
+        return read_checkpoint(path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -62,7 +212,67 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"ckpt_path={path} holds no model weights (no 'state_dict' entry)")
+    source = f"ckpt_path={path}"
+    if "stnlab_config" in checkpoint:  # the model and data sections are what stnlab builds
+        check_stored_config(checkpoint["stnlab_config"], source, built=("model", "data"))
+    if "hyper_parameters" in checkpoint:
+        check_stored_config(checkpoint["hyper_parameters"], source, "hyper_parameters")
+    run_id = checkpoint.get("stnlab_wandb_id")
+    if run_id is not None and not (isinstance(run_id, str) and _WANDB_ID.fullmatch(run_id)):
+        log.warning("%s: ignoring its W&B run id %r (not a W&B id)", source, run_id)
+        checkpoint.pop("stnlab_wandb_id")
     return checkpoint
+
+
+def read_yaml_data(path: str | os.PathLike) -> Any:
+    """A YAML file (a run's ``.hydra/config.yaml`` …) as plain dicts and lists; nothing in
+    it is resolved, so an interpolation such as ``${oc.env:…}`` stays a literal string."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def load_checkpoint_net(ckpt_path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a checkpoint written by ``src/train.py``, in eval mode, and its config.
+
+    Returns the :class:`~stnlab.models.STNClassifier` rebuilt from the stored config with
+    :func:`build_from_data` and loaded with the checkpoint's weights, and the run's resolved
+    config (``stnlab_config``, plain data).
+    """
+    checkpoint = read_checkpoint(ckpt_path)
+    config = checkpoint.get("stnlab_config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path} carries no stnlab run config ('stnlab_config'): it was "
+            "not written by src/train.py, so the model to rebuild is unknown"
+        )
+    spec = config["model"].get("net")
+    target = spec.get("_target_") if isinstance(spec, dict) else spec
+    if target != "stnlab.models.STNClassifier":
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: stnlab_config.model.net must describe a "
+            f"stnlab.models.STNClassifier, got {target!r}"
+        )
+    try:
+        net = build_from_data(spec, "stnlab_config.model.net")
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: its stored model config cannot be built "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    weights = {
+        k.removeprefix("net."): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith("net.")
+    }
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: its weights do not fit the model its config describes "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    return net.eval(), config
 
 
 def own_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:

@@ -201,7 +201,7 @@ def predict_files(
 ) -> list[dict[str, Any]]:
     """Classify the images of ``source`` with a checkpoint; write :func:`write_predictions`'s
     files into ``out_dir``; return one ``{file, predicted, probability}`` per image."""
-    from stnlab.analysis.evaluate import load_checkpoint_net
+    from stnlab.checkpoints import load_checkpoint_net
 
     net, config = load_checkpoint_net(ckpt_path)
     data = config["data"]
@@ -251,7 +251,7 @@ def export_checkpoint(
     logit difference to the eager network. The exported model takes ``(B, C, S, S)``
     images in ``[0, 1]`` (normalisation is inside) and returns logits ``(B, K)``.
     """
-    from stnlab.analysis.evaluate import load_checkpoint_net
+    from stnlab.checkpoints import load_checkpoint_net
 
     if fmt not in EXPORTERS:
         raise ConfigError(f"format={fmt!r} is unknown; valid: {list(EXPORTERS)}")

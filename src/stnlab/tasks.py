@@ -24,9 +24,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
 from stnlab.analysis import robustness as robust
-from stnlab.analysis.evaluate import evaluate_checkpoint, load_checkpoint_net, write_results
+from stnlab.analysis.evaluate import evaluate_checkpoint, write_results
 from stnlab.analysis.paper import dataset_label, model_label, run_variant
-from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_run
+from stnlab.checkpoints import (
+    AtomicCheckpointIO,
+    check_fits,
+    checkpoint_for_run,
+    load_checkpoint_net,
+)
 from stnlab.data.sources import load_split
 from stnlab.errors import ConfigError
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job

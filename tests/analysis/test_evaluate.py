@@ -11,7 +11,8 @@ import pytest
 import torch
 from omegaconf import DictConfig, open_dict
 
-from stnlab.analysis.evaluate import VARIANTS, load_checkpoint_net, select_variants
+from stnlab.analysis.evaluate import VARIANTS, select_variants
+from stnlab.checkpoints import load_checkpoint_net
 from stnlab.errors import CheckpointError, ConfigError
 from stnlab.tasks import evaluate, train
 

@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
 from stnlab.analysis.paper import dataset_label, model_label, paper_error, run_variant
-from stnlab.checkpoints import read_checkpoint
-from stnlab.errors import CheckpointError, ConfigError
+from stnlab.checkpoints import build_from_data, load_checkpoint_net
+from stnlab.data.sources import DATASETS
+from stnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -44,35 +44,6 @@ FIELDS = [
     "error_pct",
     "paper_pct",
 ]
-
-
-def load_checkpoint_net(ckpt_path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The network of a checkpoint written by ``src/train.py``, in eval mode, and its config.
-
-    Returns the :class:`~stnlab.models.STNClassifier` with the checkpoint's weights and
-    the run's resolved config (``stnlab_config``).
-    """
-    checkpoint = read_checkpoint(ckpt_path)
-    config = checkpoint.get("stnlab_config")
-    if not isinstance(config, dict) or "model" not in config:
-        raise CheckpointError(
-            f"ckpt_path={ckpt_path} carries no stnlab run config ('stnlab_config'): it was "
-            "not written by src/train.py, so the model to rebuild is unknown"
-        )
-    net = instantiate(OmegaConf.create(config["model"]["net"]))
-    weights = {
-        k.removeprefix("net."): v
-        for k, v in checkpoint["state_dict"].items()
-        if k.startswith("net.")
-    }
-    try:
-        net.load_state_dict(weights)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"ckpt_path={ckpt_path}: its weights do not fit the model its config describes "
-            f"({str(err).splitlines()[0]})"
-        ) from None
-    return net.eval(), config
 
 
 def compose_variant(variant: str, overrides: Sequence[str] = ()) -> DictConfig:
@@ -95,7 +66,12 @@ def variant_data_config(
     the run's own ``test/err``.
     """
     data = run_config["data"]
-    cfg = compose_variant(variant, [f"data/source={data.get('dataset', 'mnist')}"])
+    source = data.get("dataset", "mnist")
+    if source not in DATASETS:
+        raise ConfigError(
+            f"the checkpoint's data.dataset={source!r} is unknown; valid: {list(DATASETS)}"
+        )
+    cfg = compose_variant(variant, [f"data/source={source}"])
     with open_dict(cfg):
         cfg.data.root = str(data_dir)
         cfg.seed = int(data.get("seed", 0))
@@ -104,9 +80,12 @@ def variant_data_config(
 
 
 def render_test_set(data_config: dict[str, Any], allow_fetch: bool = True) -> tuple[Tensor, Tensor]:
-    """The fixed test set of a data config: canvases ``(N, C, S, S)`` in ``[0, 1]``, labels."""
-    node = OmegaConf.create({**data_config, "allow_fetch": allow_fetch})
-    datamodule = instantiate(node)
+    """The fixed test set of a data config: canvases ``(N, C, S, S)`` in ``[0, 1]``, labels.
+
+    ``data_config`` may come from a checkpoint: it is built with
+    :func:`~stnlab.checkpoints.build_from_data` (allow-listed classes, nothing resolved).
+    """
+    datamodule = build_from_data({**data_config, "allow_fetch": allow_fetch}, "data")
     datamodule.prepare_data()
     datamodule.setup("test")
     images, labels = datamodule.test_set.tensors

@@ -93,9 +93,10 @@ def run_variant(config: Mapping[str, Any], run_dir: Any = None) -> str | None:
     if name is None and run_dir is not None:
         from pathlib import Path
 
-        from omegaconf import OmegaConf
+        from stnlab.checkpoints import read_yaml_data
 
         hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
         if hydra_yaml.is_file():
-            name = OmegaConf.load(hydra_yaml).hydra.runtime.choices.get("data")
+            hydra = (read_yaml_data(hydra_yaml) or {}).get("hydra") or {}
+            name = ((hydra.get("runtime") or {}).get("choices") or {}).get("data")
     return name

@@ -17,8 +17,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from stnlab.analysis.paper import (
     COLUMN_ORDER,
     ROW_ORDER,
@@ -27,6 +25,7 @@ from stnlab.analysis.paper import (
     paper_error,
     run_variant,
 )
+from stnlab.checkpoints import read_yaml_data
 from stnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,12 +61,13 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 def read_run(folder: Path) -> dict[str, Any]:
     """One run: its cell (``model``, ``dataset``), ``seed``, ``error`` (``None`` if none)."""
-    config = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"))
-    assert isinstance(config, dict)
+    config = read_yaml_data(folder / ".hydra" / "config.yaml")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{folder}/.hydra/config.yaml is not a run config (not a mapping)")
     name = run_variant(config, folder)
     source = (config.get("data") or {}).get("dataset", "mnist")
     overrides_file = folder / ".hydra" / "overrides.yaml"
-    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    overrides = read_yaml_data(overrides_file) if overrides_file.is_file() else []
     error = None
     metrics_file = folder / "metrics.json"
     if metrics_file.is_file() and not (folder / "failure.json").is_file():
@@ -234,8 +234,8 @@ def write_report(
 
 def is_training_run(folder: Path) -> bool:
     """Whether ``folder``'s config is a training run's (eval, robustness … runs are not)."""
-    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
-    return "model" in config and "data" in config
+    config = read_yaml_data(folder / ".hydra" / "config.yaml")
+    return isinstance(config, dict) and "model" in config and "data" in config
 
 
 def build_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = "") -> list[dict]:

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from stnlab.analysis.evaluate import load_checkpoint_net
 from stnlab.bench.data import VARIANTS, add_config_arguments
 from stnlab.bench.train import compose_case
+from stnlab.checkpoints import load_checkpoint_net
 
 ALL_VARIANTS = ["mnist", *VARIANTS]
 
