@@ -37,11 +37,11 @@ def main(cfg: DictConfig) -> float | None:
         with ddp_job_scope():
             metrics = train(cfg)
     except StnlabError as err:
-        if multirun:
+        if multirun and err.exit_code == 1:  # SIGTERM (143) stops the whole sweep
             log.error("job %s failed: %s", HydraConfig.get().job.num, err)
             return None
         log.error("%s", err)
-        sys.exit(1)
+        sys.exit(err.exit_code)
     except Exception:
         if multirun:
             log.exception("job %s failed with an unexpected error", HydraConfig.get().job.num)

@@ -47,7 +47,7 @@ def cli_env(data_root: Path, **extra: str) -> dict[str, str]:
         **env,
         "STNLAB_DATA_DIR": str(data_root),
         TRUST_ENV: str(data_root),
-        "PYTHONPATH": str(ROOT / "tests"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")]),
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",
         **extra,
@@ -73,3 +73,36 @@ class KillAtStep(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TermAtStep(L.Callback):
+    """Send this process SIGTERM at training step ``step`` (or at test batch ``test_batch``),
+    as a scheduler does before it kills a job."""
+
+    def __init__(self, step: int = -1, test_batch: int = -1) -> None:
+        self.step, self.test_batch = step, test_batch
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_test_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, idx: int) -> None:
+        if idx == self.test_batch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class PauseAtStep(L.Callback):
+    """At training step ``step``, write ``<ready>`` and wait (≤ 120 s) until ``<go>`` exists:
+    holds a run mid-training while a test starts a second process on the same folder."""
+
+    def __init__(self, step: int, ready: str, go: str) -> None:
+        self.step, self.ready, self.go = step, Path(ready), Path(go)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        import time
+
+        if trainer.global_step == self.step:
+            self.ready.write_text(str(os.getpid()))
+            deadline = time.monotonic() + 120
+            while not self.go.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)

@@ -65,6 +65,7 @@ def test_sigkill_mid_epoch_then_auto_resume_matches_a_straight_run(
     assert "ckpt_path=auto: resuming" in resumed.stderr
     final = read_checkpoint(last)
     assert final["epoch"] == 2 and final["global_step"] == 15
+    assert final["stnlab_fit_metrics"]["val/acc_best"] == _metrics(straight)["val/acc_best"]
     # The same numbers to the last digit: weights, optimiser, scheduler, best accuracy,
     # RNGs and the training-distortion generator all came back.
     assert _metrics(killed) == _metrics(straight)

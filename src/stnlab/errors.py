@@ -10,6 +10,8 @@ from __future__ import annotations
 class StnlabError(Exception):
     """Base class: the message names the bad value and what would be valid."""
 
+    exit_code = 1  # the entry points exit with this status
+
 
 class ConfigError(StnlabError, ValueError):
     """A config value is invalid, or two values do not fit together."""
@@ -29,3 +31,13 @@ class NonFiniteLossError(TrainingError, FloatingPointError):
 
 class TransformerCollapseError(TrainingError):
     """The spatial transformer maps (nearly) every output pixel outside the input."""
+
+
+class RunFolderBusyError(StnlabError):
+    """Another live process holds the run folder."""
+
+
+class TerminatedError(StnlabError):
+    """The run received SIGTERM (a scheduler's pre-emption, ``kill``); exit status 143."""
+
+    exit_code = 143

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import functools
-import random
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,17 +15,6 @@ from torchmetrics.classification import MulticlassAccuracy
 from stnlab.callbacks.health import last_checkpoint_hint
 from stnlab.errors import NonFiniteLossError
 from stnlab.models import STNClassifier
-
-
-def _numpy_state_to_plain(state: tuple) -> tuple:
-    """NumPy's RNG state with its key array as a tensor (loadable with ``weights_only``)."""
-    name, keys, pos, has_gauss, cached = state
-    return (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)
-
-
-def _numpy_state_from_plain(state: tuple) -> tuple:
-    name, keys, pos, has_gauss, cached = state
-    return (name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)
 
 
 class STNLitModule(L.LightningModule):
@@ -181,31 +168,15 @@ class STNLitModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add what Lightning does not keep: config, best accuracy, RNGs, W&B run id."""
+        """Add what Lightning does not keep of the learning: the config and best accuracy."""
         if self.run_config is not None:
             checkpoint["stnlab_config"] = self.run_config
         if self.val_acc_best.update_called:
             checkpoint["stnlab_val_acc_best"] = float(self.val_acc_best.compute())
-        checkpoint["stnlab_rng"] = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            "numpy": _numpy_state_to_plain(np.random.get_state()),
-            "python": random.getstate(),
-        }
-        ids = [lg.version for lg in self.loggers if type(lg).__name__ == "WandbLogger"]
-        if ids:
-            checkpoint["stnlab_wandb_id"] = ids[0]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the best validation accuracy and the RNG states saved with the weights."""
+        """Restore the best validation accuracy saved with the weights."""
         best = checkpoint.get("stnlab_val_acc_best")
         if best is not None:
             self.val_acc_best.reset()
             self.val_acc_best(torch.tensor(best))
-        rng = checkpoint.get("stnlab_rng")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            np.random.set_state(_numpy_state_from_plain(rng["numpy"]))
-            random.setstate(rng["python"])

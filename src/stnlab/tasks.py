@@ -20,21 +20,26 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab import config as _config  # noqa: F401  (registers resolvers)
 from stnlab.analysis import robustness as robust
 from stnlab.analysis.evaluate import evaluate_checkpoint, write_results
 from stnlab.analysis.paper import dataset_label, model_label, run_variant
+from stnlab.callbacks.bookkeeping import RunBookkeeping, scalar_metrics
 from stnlab.checkpoints import (
     AtomicCheckpointIO,
     check_fits,
     checkpoint_for_run,
     load_checkpoint_net,
+    own_last_checkpoint,
 )
 from stnlab.data.sources import load_split
-from stnlab.errors import ConfigError
+from stnlab.errors import ConfigError, TerminatedError
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
+from stnlab.loggers import keep_csv_history
+from stnlab.run_folder import RunFolderLock, remove_stale_temp_files, sigterm_raises
 from stnlab.validation import instantiate_checked, validate_config
 
 log = logging.getLogger(__name__)
@@ -60,10 +65,6 @@ def close_wandb() -> None:
         wandb.finish()
 
 
-def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
-
-
 def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) -> str | None:
     """This fit's best checkpoint; without training, ``ckpt_path``; else current weights."""
     if not cfg.get("train", True):
@@ -77,7 +78,9 @@ def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | No
 
 def write_failure(output_dir: Path, err: BaseException) -> None:
     """Record why a run failed in ``<output_dir>/failure.json`` (sweep summaries read it)."""
-    record = {"error": type(err).__name__, "message": str(err)}
+    record: dict[str, Any] = {"error": type(err).__name__, "message": str(err)}
+    if isinstance(err, TerminatedError):
+        record["terminated"] = True
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "failure.json").write_text(json.dumps(record, indent=2))
@@ -138,76 +141,110 @@ def start_resumed_wandb(
     return out
 
 
+def _terminated(err: BaseException, output_dir: Path, trainer: L.Trainer | None) -> TerminatedError:
+    """The SIGTERM message: where it stopped, the last good checkpoint, how to resume."""
+    where = f" at global step {trainer.global_step}" if trainer is not None else ""
+    last = own_last_checkpoint(output_dir)
+    if last is None:
+        return TerminatedError(f"terminated by SIGTERM{where}; no checkpoint had been written")
+    overrides = ""
+    with contextlib.suppress(Exception):
+        from hydra.core.hydra_config import HydraConfig
+
+        task = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+        overrides = " ".join(task) + " "
+    return TerminatedError(
+        f"terminated by SIGTERM{where}; last good checkpoint: {last}. Resume with: python "
+        f"src/train.py {overrides}hydra.run.dir={output_dir} ckpt_path=auto"
+    )
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model of ``cfg`` and test the best checkpoint; return the final metrics.
 
     The config is checked first (:func:`~stnlab.validation.validate_config`), so a bad
-    value fails before any data or model work. Writes ``metrics.json`` in
-    ``cfg.paths.output_dir`` (``failure.json`` when the run fails). The W&B run is closed
-    on every exit. ``ckpt_path=auto`` resumes this run directory's ``last.ckpt``.
+    value fails before any data or model work. The run holds its folder
+    (:class:`~stnlab.run_folder.RunFolderLock`) and removes temporary files a killed run
+    left there. Writes ``metrics.json`` in ``cfg.paths.output_dir`` (``failure.json`` when
+    the run fails). The W&B run is closed on every exit. ``ckpt_path=auto`` resumes this
+    run directory's ``last.ckpt``. SIGTERM ends the run with
+    :class:`~stnlab.errors.TerminatedError` (exit status 143).
     """
     output_dir = Path(cfg.paths.output_dir)
+    rank = getattr(rank_zero_only, "rank", 0)
+    lock = RunFolderLock(output_dir)
+    trainer: L.Trainer | None = None
     try:
-        validate_config(cfg)
-        ckpt_path, checkpoint = checkpoint_for_run(cfg)
-        if cfg.get("ckpt_path") == "auto":
-            log.info(
-                "ckpt_path=auto: %s",
-                f"resuming {ckpt_path}"
-                if ckpt_path
-                else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
+        with sigterm_raises():
+            validate_config(cfg)
+            if rank == 0:
+                lock.acquire()
+                remove_stale_temp_files(output_dir)
+            ckpt_path, checkpoint = checkpoint_for_run(cfg)
+            if cfg.get("ckpt_path") == "auto":
+                log.info(
+                    "ckpt_path=auto: %s",
+                    f"resuming {ckpt_path}"
+                    if ckpt_path
+                    else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
+                )
+            resumed_wandb = cfg.get("train", True) and _resume_wandb_run(cfg, checkpoint)
+            ctx = job_context()
+            tag_sweep_job(cfg, ctx)
+            if ctx is not None:
+                install_ddp_relaunch()
+            if cfg.get("seed") is not None:
+                L.seed_everything(cfg.seed, workers=True)
+            datamodule: L.LightningDataModule = instantiate_checked(cfg.data, "data")
+            model: L.LightningModule = instantiate_checked(cfg.model, "model")
+            if checkpoint is not None and ckpt_path is not None:
+                check_fits(model, checkpoint, ckpt_path, cfg)
+            model.run_config = OmegaConf.to_container(cfg, resolve=True)
+            bookkeeping = RunBookkeeping()
+            callbacks = [*instantiate_dict(cfg.get("callbacks"), "callbacks"), bookkeeping]
+            loggers = instantiate_dict(cfg.get("logger"), "logger")
+            if resumed_wandb:
+                loggers = start_resumed_wandb(loggers, cfg)
+            if checkpoint is not None and rank == 0:
+                keep_csv_history(loggers, int(checkpoint.get("global_step", 0)))
+            trainer = instantiate_checked(
+                cfg.trainer,
+                "trainer",
+                callbacks=callbacks,
+                logger=loggers or False,
+                plugins=[AtomicCheckpointIO()],
             )
-        resumed_wandb = cfg.get("train", True) and _resume_wandb_run(cfg, checkpoint)
-        ctx = job_context()
-        tag_sweep_job(cfg, ctx)
-        if ctx is not None:
-            install_ddp_relaunch()
-        if cfg.get("seed") is not None:
-            L.seed_everything(cfg.seed, workers=True)
-        datamodule: L.LightningDataModule = instantiate_checked(cfg.data, "data")
-        model: L.LightningModule = instantiate_checked(cfg.model, "model")
-        if checkpoint is not None and ckpt_path is not None:
-            check_fits(model, checkpoint, ckpt_path, cfg)
-        model.run_config = OmegaConf.to_container(cfg, resolve=True)
-        callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
-        loggers = instantiate_dict(cfg.get("logger"), "logger")
-        if resumed_wandb:
-            loggers = start_resumed_wandb(loggers, cfg)
-        trainer: L.Trainer = instantiate_checked(
-            cfg.trainer,
-            "trainer",
-            callbacks=callbacks,
-            logger=loggers or False,
-            plugins=[AtomicCheckpointIO()],
-        )
-        for logger in trainer.loggers:
-            logger.log_hyperparams(model.run_config)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(model.run_config)
 
-        metrics: dict[str, float] = {}
-        if cfg.get("train", True):
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-            metrics.update(_scalar_metrics(trainer.callback_metrics))
-            best = getattr(model, "val_acc_best", None)
-            if best is not None and best.update_called and "val/acc_best" not in metrics:
-                # resumed from a finished run: no epoch ran, the best is the checkpoint's
-                metrics["val/acc_best"] = float(best.compute())
-        if cfg.get("test", True):
-            ckpt = _checkpoint_to_test(cfg, trainer, ckpt_path)
-            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
-            metrics.update(_scalar_metrics(trainer.callback_metrics))
-            if ckpt:
-                metrics["test_ckpt"] = ckpt  # type: ignore[assignment]
-        if trainer.is_global_zero:  # one file per run, whatever the number of processes
-            text = json.dumps(metrics, indent=2, sort_keys=True)
-            (output_dir / "metrics.json").write_text(text)
-            (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run that passed
-        return metrics
+            metrics: dict[str, float] = {}
+            if cfg.get("train", True):
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+                # a finished run resumed: no epoch ran, the fit's metrics are the checkpoint's
+                metrics.update(bookkeeping.fit_metrics)
+                metrics.update(scalar_metrics(trainer.callback_metrics))
+            if cfg.get("test", True):
+                ckpt = _checkpoint_to_test(cfg, trainer, ckpt_path)
+                trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+                metrics.update(scalar_metrics(trainer.callback_metrics))
+                if ckpt:
+                    metrics["test_ckpt"] = ckpt  # type: ignore[assignment]
+            if trainer.is_global_zero:  # one file per run, whatever the number of processes
+                text = json.dumps(metrics, indent=2, sort_keys=True)
+                (output_dir / "metrics.json").write_text(text)
+                (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run passed
+            return metrics
     except BaseException as err:
-        if getattr(rank_zero_only, "rank", 0) == 0:
+        if isinstance(err, TerminatedError | SIGTERMException):
+            err = _terminated(err, output_dir, trainer)
+        if rank == 0:
             write_failure(output_dir, err)
+        if isinstance(err, TerminatedError):
+            raise err from None
         raise
     finally:
         close_wandb()
+        lock.release()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,200 @@
+"""SIGTERM, resumes that end as uninterrupted runs, logger history, stale temporary files
+and one process per run folder (issue: Reliability II)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helper import ROOT, cli_env, run_train
+from stnlab.checkpoints import read_checkpoint
+from stnlab.errors import RunFolderBusyError
+from stnlab.run_folder import LOCK_NAME, RunFolderLock, remove_stale_temp_files
+
+TINY = [
+    "model=stn_cnn",
+    "debug=limit",  # 5 training batches, 2 validation and 2 test batches per epoch
+    "trainer.max_epochs=3",
+    "data.val_size=100",
+    "data.batch_size=32",
+    "data.eval_batch_size=64",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def _metrics(run: Path) -> dict:
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics.pop("test_ckpt")
+    return metrics
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture(scope="module")
+def straight(fake_mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run (CSV and TensorBoard logs) to compare the others with."""
+    run = tmp_path_factory.mktemp("straight") / "run"
+    done = run_train(fake_mnist_root, *TINY, "logger=csv", f"hydra.run.dir={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
+def test_sigterm_exits_143_names_the_checkpoint_and_resumes_exactly(
+    fake_mnist_root: Path, straight: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    term = run_train(
+        fake_mnist_root,
+        *TINY,
+        "logger=[csv,tensorboard]",
+        f"hydra.run.dir={run}",
+        "+callbacks.term._target_=cli_helper.TermAtStep",
+        "+callbacks.term.step=7",
+    )
+    assert term.returncode == 143, term.stderr[-3000:]
+    assert "Traceback" not in term.stderr
+    errors = [line for line in term.stderr.splitlines() if "terminated by SIGTERM" in line]
+    assert len(errors) == 1
+    last = run / "checkpoints" / "last.ckpt"
+    assert f"last good checkpoint: {last}" in errors[0]
+    assert f"hydra.run.dir={run} ckpt_path=auto" in errors[0]
+    failure = json.loads((run / "failure.json").read_text())
+    assert failure["terminated"] is True and failure["error"] == "TerminatedError"
+    assert not (run / "metrics.json").exists()
+    assert not (run / LOCK_NAME).exists()  # the lock went with the process
+
+    resumed = run_train(
+        fake_mnist_root, *TINY, "logger=[csv,tensorboard]", f"hydra.run.dir={run}", "ckpt_path=auto"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _metrics(run) == _metrics(straight)
+    assert not (run / "failure.json").exists()
+
+    # The CSV curve runs from step 0 to the end once: the rows before the resumed step
+    # (5) were kept, the ones logged after the checkpoint were logged again, not twice.
+    def steps(folder: Path) -> list[tuple[int, str]]:
+        with open(folder / "csv" / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        return sorted((int(r["step"]), r.get("train/loss_step", "")) for r in rows)
+
+    assert steps(run) == steps(straight)
+    # TensorBoard: the old event file is kept beside the resumed one, and together they
+    # hold every training step.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = sorted((run / "tensorboard").rglob("events.out.tfevents.*"))
+    assert len(files) >= 2  # the first part's file, then the resumed part's
+    logged = set()
+    for file in files:
+        acc = EventAccumulator(str(file))
+        acc.Reload()
+        if "train/loss_step" in acc.Tags()["scalars"]:
+            logged |= {e.step for e in acc.Scalars("train/loss_step")}
+    assert logged == set(range(15))
+
+
+def test_interrupted_final_test_and_finished_rerun_report_the_same_metrics(
+    fake_mnist_root: Path, straight: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    term = run_train(
+        fake_mnist_root,
+        *TINY,
+        "logger=csv",
+        f"hydra.run.dir={run}",
+        "+callbacks.term._target_=cli_helper.TermAtStep",
+        "+callbacks.term.test_batch=1",
+    )
+    assert term.returncode == 143, term.stderr[-3000:]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 15
+    resumed = run_train(
+        fake_mnist_root, *TINY, "logger=csv", f"hydra.run.dir={run}", "ckpt_path=auto"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _metrics(run) == _metrics(straight)
+    assert {k for k in _metrics(run) if k.startswith(("train/", "val/"))}
+
+    again = run_train(
+        fake_mnist_root, *TINY, "logger=csv", f"hydra.run.dir={run}", "ckpt_path=auto"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _metrics(run) == _metrics(straight)
+
+
+def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path: Path) -> None:
+    dead, live = _dead_pid(), os.getpid()
+    (tmp_path / "checkpoints").mkdir()
+    stale = [
+        tmp_path / "checkpoints" / f".last.ckpt.tmp-{dead}",
+        tmp_path / "MNIST" / "raw" / f".train-images-idx3-ubyte.part-{dead}",
+    ]
+    stale[1].parent.mkdir(parents=True)
+    kept = tmp_path / "checkpoints" / f".best.ckpt.tmp-{live}"
+    for path in [*stale, kept]:
+        path.write_bytes(b"half")
+    removed = remove_stale_temp_files(tmp_path)
+    assert sorted(removed) == sorted(stale)
+    assert not any(p.exists() for p in stale) and kept.exists()
+
+
+def test_a_second_process_on_a_held_run_folder_is_refused(
+    fake_mnist_root: Path, tmp_path: Path
+) -> None:
+    run, ready, go = tmp_path / "run", tmp_path / "ready", tmp_path / "go"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            *TINY,
+            "logger=csv",
+            f"hydra.run.dir={run}",
+            "+callbacks.pause._target_=cli_helper.PauseAtStep",
+            "+callbacks.pause.step=2",
+            f"+callbacks.pause.ready={ready}",
+            f"+callbacks.pause.go={go}",
+        ],
+        env=cli_env(fake_mnist_root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ready.exists(), first.communicate()[1][-3000:]
+        second = run_train(fake_mnist_root, *TINY, "logger=csv", f"hydra.run.dir={run}")
+        assert second.returncode == 1
+        assert f"is in use by process {first.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        go.write_text("go")
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    assert (run / "metrics.json").is_file() and not (run / "failure.json").exists()
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 15
+
+
+def test_a_lock_of_a_dead_process_is_taken_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": _dead_pid()}))
+    with RunFolderLock(tmp_path) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+        with pytest.raises(RunFolderBusyError, match=f"in use by process {os.getppid()}"):
+            other = RunFolderLock(tmp_path)
+            other._holder = lambda: os.getppid()  # another live process holds it
+            other.acquire()
+    assert "no longer running" in caplog.text
+    assert not (tmp_path / LOCK_NAME).exists()
