@@ -16,7 +16,14 @@ from PIL import Image
 from cli_helper import run_train
 from stnlab.checkpoints import read_checkpoint
 from stnlab.errors import ConfigError
-from stnlab.inference import export_checkpoint, load_image, load_images, predict_files
+from stnlab.inference import (
+    export_checkpoint,
+    ink_span,
+    load_image,
+    load_images,
+    predict_files,
+    transparent_background,
+)
 from stnlab.tasks import train
 
 
@@ -93,6 +100,89 @@ def test_predict_bad_inputs(tmp_path: Path) -> None:
         load_images(tmp_path / "missing", 1, 28)
 
 
+def test_16_bit_pngs_keep_their_range(fake_mnist: Path, tmp_path: Path) -> None:
+    from stnlab.data.sources import load_split
+
+    digit = load_split(fake_mnist, "mnist", "test", allow_fetch=False)[0][0].numpy()
+    for name, pixels in {"light": digit, "dark": 255 - digit}.items():
+        Image.fromarray(pixels).save(tmp_path / f"{name}_8.png")
+        Image.fromarray(pixels.astype(np.uint16) * 257).save(tmp_path / f"{name}_16.png")
+        assert Image.open(tmp_path / f"{name}_16.png").mode == "I;16"
+        for channels, size in ((1, 28), (1, 42), (3, 32)):
+            eight = load_image(tmp_path / f"{name}_8.png", channels, size, image_size=28)
+            sixteen = load_image(tmp_path / f"{name}_16.png", channels, size, image_size=28)
+            assert sixteen.shape == (channels, size, size)
+            assert torch.allclose(sixteen, eight, atol=1e-5), (name, channels, size)
+    # the dark-on-light 16-bit digit is inverted back to the 8-bit light-on-dark one
+    light = load_image(tmp_path / "dark_16.png", 1, 28)[0]
+    assert torch.allclose(light * 255, torch.from_numpy(digit).float(), atol=1e-3)
+
+
+def alpha_only_images(alpha: np.ndarray) -> dict[str, Image.Image]:
+    """A digit drawn only in the alpha channel ``alpha`` (H, W) uint8, in four encodings
+    (the palette image is all-or-nothing: saved with ``transparency=0``)."""
+    black_ink = np.where(alpha > 0, 0, 255).astype(np.uint8)  # white under transparent pixels
+    white_ink = np.full_like(alpha, 255)
+    palette = Image.new("P", alpha.shape[::-1])
+    palette.putdata((alpha > 127).astype(np.uint8).ravel().tolist())
+    palette.putpalette([255, 255, 255, 0, 0, 0])  # index 0: white, 1: black
+    return {
+        "LA black ink": Image.fromarray(np.dstack([np.zeros_like(alpha), alpha])),
+        "RGBA black ink": Image.fromarray(np.dstack([black_ink, black_ink, black_ink, alpha])),
+        "RGBA white ink": Image.fromarray(np.dstack([white_ink, white_ink, white_ink, alpha])),
+        "P with transparency": palette,
+    }
+
+
+def test_a_digit_drawn_in_alpha_alone_comes_out_as_ink(fake_mnist: Path, tmp_path: Path) -> None:
+    from stnlab.data.sources import load_split
+
+    alpha = load_split(fake_mnist, "mnist", "test", allow_fetch=False)[0][0].numpy()
+    for name, img in alpha_only_images(alpha).items():
+        file = tmp_path / f"{name.replace(' ', '_')}.png"
+        img.save(file, **({"transparency": 0} if img.mode == "P" else {}))
+        x = load_image(file, channels=1, size=28)
+        want = alpha / 255.0 if img.mode != "P" else (alpha > 127).astype(np.float64)
+        # light-on-dark, as MNIST: ink exactly where the alpha channel is
+        assert torch.allclose(x[0].double(), torch.from_numpy(want), atol=1e-5), name
+    ink = np.zeros((6, 6))
+    ink[2:4, 2:4] = 1.0
+    assert transparent_background(np.zeros((6, 6, 3)), ink) == 1.0  # black ink: paper white
+    assert transparent_background(np.ones((6, 6, 3)), ink) == 0.0  # white ink: black
+    # a black digit on an opaque white card with a transparent margin: the colours draw it
+    card = np.repeat(1.0 - ink[..., None], 3, axis=-1)
+    assert transparent_background(card, np.pad(np.ones((4, 4)), 1)) == 1.0
+
+
+def test_blank_and_uniform_images_get_no_class(
+    trained: Path, fake_mnist: Path, tmp_path: Path
+) -> None:
+    write_images(tmp_path / "images", fake_mnist)
+    blanks = {
+        "d_white.png": Image.new("L", (28, 28), 255),
+        "e_grey.png": Image.new("L", (40, 40), 128),
+        "f_transparent.png": Image.new("RGBA", (28, 28), (0, 0, 0, 0)),
+        "g_red.png": Image.new("RGB", (28, 28), (200, 30, 30)),
+    }
+    for name, img in blanks.items():
+        img.save(tmp_path / "images" / name)
+    rows = predict_files(trained, tmp_path / "images", tmp_path / "out")
+    assert [r["status"] for r in rows] == ["ok"] * 3 + ["no_ink"] * 4
+    assert all(isinstance(r["predicted"], int) for r in rows[:3])
+    assert all(r["predicted"] is None and r["probability"] is None for r in rows[3:])
+    assert all(r["ink"] < 0.05 for r in rows[3:]) and all(r["ink"] > 0.5 for r in rows[:3])
+    with open(tmp_path / "out" / "predictions.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["status"] for r in table] == ["ok"] * 3 + ["no_ink"] * 4
+    assert [int(r["predicted"]) for r in table[:3]] == [r["predicted"] for r in rows[:3]]
+    for row in table[3:]:
+        assert row["predicted"] == "" and row["probability"] == ""
+        assert (tmp_path / "out" / row["image"]).is_file()  # the picture is still written
+    # on a canvas larger than the digit, the black margin around a grey image is not ink
+    grey = load_image(tmp_path / "images" / "e_grey.png", 1, 42, image_size=28)
+    assert grey.max() > 0.4 and float(ink_span(grey[None], 28)[0]) == 0.0
+
+
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx", "pt2"])
 def test_export_gives_the_lightning_module_logits(fmt: str, trained: Path, tmp_path: Path) -> None:
     if fmt == "onnx":
@@ -121,6 +211,7 @@ def test_export_gives_the_lightning_module_logits(fmt: str, trained: Path, tmp_p
 def test_cli_eval_predict_export(trained: Path, fake_mnist: Path, tmp_path: Path) -> None:
     """The entry points as a user runs them (their own processes, Hydra run folders)."""
     write_images(tmp_path / "images", fake_mnist)
+    Image.new("L", (28, 28), 255).save(tmp_path / "images" / "d_blank.png")
     runs = {
         "eval.py": [f"ckpt_path={trained}", "logger=csv"],
         "predict.py": [f"ckpt_path={trained}", f"input={tmp_path / 'images'}"],
@@ -130,6 +221,21 @@ def test_cli_eval_predict_export(trained: Path, fake_mnist: Path, tmp_path: Path
         out = tmp_path / script
         done = run_train(fake_mnist, *overrides, f"hydra.run.dir={out}", script=script)
         assert done.returncode == 0, done.stderr[-2000:]
+        if script == "predict.py":  # a blank image is flagged, not classified; exit 0
+            lines = done.stdout.splitlines()
+            assert [line.split("\t")[0].rsplit("/", 1)[-1] for line in lines] == [
+                "a_dark_on_light.png",
+                "b.jpg",
+                "c_big.png",
+                "d_blank.png",
+            ]
+            assert lines[3].split("\t")[1:] == [
+                "-",
+                "-",
+                "no_ink: blank or uniform image (brightness span 0.000 < 0.05 after "
+                "preprocessing), no class given",
+            ]
+            assert "1 of 4 images have no ink" in done.stderr
     assert len((tmp_path / "eval.py" / "results.csv").read_text().splitlines()) == 5
     assert (tmp_path / "predict.py" / "predictions.csv").is_file()
     assert (tmp_path / "export.py" / "model.pt").is_file()

@@ -1,8 +1,11 @@
-"""The data benchmark runs end to end (tiny settings) and its peer matches each canvas."""
+"""The data benchmark runs end to end (tiny settings, a controlled clock) and its peer
+matches each canvas."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,7 +34,22 @@ def test_peer_pipeline_renders_the_same_canvas(variant: str, side: int) -> None:
     assert image.min() >= 0.0 and image.max() <= 1.0
 
 
-def test_run_reports_every_variant(fake_mnist: Path, capsys: pytest.CaptureFixture) -> None:
+def test_median_rate_is_the_median_window(ticking_clock: Callable) -> None:
+    clock = ticking_clock(data_bench, 0.0)  # time passes only inside the steps below
+    seconds = iter([9.0, 9.0, 1.0, 4.0, 2.0])  # two warm-up batches, then three windows
+
+    def step(batch: int) -> int:
+        clock.now += next(seconds)
+        return batch
+
+    rates = data_bench._median_rate(itertools.repeat(8), step, windows=3, per_window=1)
+    assert rates == (4.0, 2.0, 8.0)  # 8 samples in 1, 4 and 2 s: median, min, max
+
+
+def test_run_reports_every_variant(
+    fake_mnist: Path, capsys: pytest.CaptureFixture, ticking_clock: Callable
+) -> None:
+    ticking_clock(data_bench, 0.25)  # every timed window lasts 0.25 s
     args = argparse.Namespace(
         variants=["rts", "cluttered"],
         batch_size=16,
@@ -42,9 +60,8 @@ def test_run_reports_every_variant(fake_mnist: Path, capsys: pytest.CaptureFixtu
         override=["data.val_size=100"],
     )
     results = data_bench.run(args)
-    assert set(results) == {"rts", "cluttered"}
-    for figures in results.values():
-        assert figures["stnlab_samples_per_s"] > 0 and figures["peer_samples_per_s"] > 0
-        ratio = figures["stnlab_samples_per_s"] / figures["peer_samples_per_s"]
-        assert figures["ratio"] == pytest.approx(ratio, abs=0.006)
-    assert "cluttered" in capsys.readouterr().out
+    # stnlab: 1 batch of 16 per window; peer: max(2, 1 // 4) = 2 batches of 16 per window
+    figures = {"stnlab_samples_per_s": 64.0, "peer_samples_per_s": 128.0, "ratio": 0.5}
+    assert results == {"rts": figures, "cluttered": figures}
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert rows == [[v, "64", "(64–64)", "128", "0", "0.5×"] for v in ("rts", "cluttered")]

@@ -1,14 +1,18 @@
-"""The train and eval benchmarks run end to end (tiny settings) and print their JSON line."""
+"""The train and eval benchmarks run end to end (tiny settings, a controlled clock) and print
+their JSON line."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
+from stnlab.bench import eval as eval_bench
+from stnlab.bench import train as train_bench
 from stnlab.bench.__main__ import main
 from stnlab.bench.train import CASES, compose_case
 
@@ -23,7 +27,19 @@ def _last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_bench_train_reports_the_three_pipelines(fake_mnist: Path, capsys) -> None:
+def test_bench_train_reports_the_three_pipelines(
+    fake_mnist: Path, capsys, monkeypatch: pytest.MonkeyPatch, ticking_clock: Callable
+) -> None:
+    clock = ticking_clock(train_bench)
+    # each pipeline runs for real; its clock ticks at its own pace (one tick per window)
+    for name, tick in {"limit_rates": 0.25, "stnlab_rates": 1.0, "peer_rates": 0.5}.items():
+        pipeline = getattr(train_bench, name)
+
+        def at_pace(*args: object, tick: float = tick, pipeline: Callable = pipeline) -> object:
+            clock.tick = tick
+            return pipeline(*args)
+
+        monkeypatch.setattr(train_bench, name, at_pace)
     argv = [
         "train",
         "--cases",
@@ -44,15 +60,17 @@ def test_bench_train_reports_the_three_pipelines(fake_mnist: Path, capsys) -> No
         "data.batch_size=32",
     ]
     assert main(argv) == 0
-    result = _last_json(capsys.readouterr().out)["small/rotated"]
-    for key in ("limit_samples_per_s", "stnlab_samples_per_s", "peer_samples_per_s"):
-        assert result[key] > 0
-    assert result["stnlab_over_limit"] == pytest.approx(
-        result["stnlab_samples_per_s"] / result["limit_samples_per_s"], rel=5e-3, abs=6e-4
-    )  # ratios are rounded to 3 decimals, rates to 0.1
-    assert result["stnlab_over_peer"] == pytest.approx(
-        result["stnlab_samples_per_s"] / result["peer_samples_per_s"], rel=5e-3, abs=6e-4
-    )
+    out = capsys.readouterr().out
+    assert _last_json(out)["small/rotated"] == {
+        "limit_samples_per_s": 128.0,  # 32 samples per 0.25 s window
+        "stnlab_samples_per_s": 32.0,
+        "peer_samples_per_s": 64.0,
+        "stnlab_over_limit": 0.25,
+        "stnlab_over_peer": 0.5,
+    }
+    row = next(line for line in out.splitlines() if line.startswith("small/rotated "))
+    spans = ["128", "(128–128)", "32", "(32–32)", "64", "(64–64)", "(0)"]
+    assert row.split()[1:] == [*spans, "0.25", "0.50"]
 
 
 def test_the_small_case_is_tutorial_sized(tmp_path: Path) -> None:
@@ -66,13 +84,20 @@ def test_the_small_case_is_tutorial_sized(tmp_path: Path) -> None:
     assert sizes["stn_cnn/rts"] > 5 * sizes["small/rotated"]
 
 
-def test_bench_eval_times_every_fixed_test_set(fake_mnist: Path, capsys) -> None:
+def test_bench_eval_times_every_fixed_test_set(
+    fake_mnist: Path, capsys, ticking_clock: Callable
+) -> None:
+    ticking_clock(eval_bench, 0.25)
     argv = ["eval", "--variants", "mnist", "rts", "--data-dir", str(fake_mnist)]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    result = _last_json(out)
-    assert result["samples"] == 400 and result["seconds"] > 0  # 2 variants × 200 test digits
-    assert "rts" in out and "model input 28×28" in out
+    assert _last_json(out) == {"samples": 400, "seconds": 1.0}  # 2 variants × 200 test digits
+    # three clock reads per variant: start, rendered, done
+    assert [line.split()[:4] for line in out.splitlines()[2:4]] == [
+        ["mnist", "200", "0.25", "0.25"],
+        ["rts", "200", "0.25", "0.25"],
+    ]
+    assert "model input 28×28" in out
 
 
 def test_channels_last_gives_the_same_logits(tmp_path: Path) -> None:
