@@ -22,11 +22,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from stnlab import config as _config  # noqa: F401  (registers resolvers)
 from stnlab.analysis import robustness as robust
 from stnlab.analysis.evaluate import evaluate_checkpoint, load_checkpoint_net, write_results
 from stnlab.analysis.paper import dataset_label, model_label, run_variant
 from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_run
+from stnlab.config import settle_wandb_mode  # (importing it registers the resolvers)
 from stnlab.data.sources import load_split
 from stnlab.errors import ConfigError
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
@@ -136,14 +136,16 @@ def start_resumed_wandb(
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model of ``cfg`` and test the best checkpoint; return the final metrics.
 
-    The config is checked first (:func:`~stnlab.validation.validate_config`), so a bad
-    value fails before any data or model work. Writes ``metrics.json`` in
+    The config is checked first (:func:`~stnlab.validation.validate_config`) and the W&B
+    mode settled (:func:`~stnlab.config.settle_wandb_mode`), so a bad value or an
+    unreachable W&B server fails before any data or model work. Writes ``metrics.json`` in
     ``cfg.paths.output_dir`` (``failure.json`` when the run fails). The W&B run is closed
     on every exit. ``ckpt_path=auto`` resumes this run directory's ``last.ckpt``.
     """
     output_dir = Path(cfg.paths.output_dir)
     try:
         validate_config(cfg)
+        settle_wandb_mode(cfg)
         ckpt_path, checkpoint = checkpoint_for_run(cfg)
         if cfg.get("ckpt_path") == "auto":
             log.info(
@@ -263,6 +265,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     """
     output_dir = Path(cfg.paths.output_dir)
     with recorded_task(output_dir):
+        settle_wandb_mode(cfg)
         if cfg.get("ckpt_path") in (None, "", "???"):
             raise ConfigError("ckpt_path is required: python src/eval.py ckpt_path=<file.ckpt>")
         device = resolve_device(str(cfg.get("device", "auto")))
@@ -320,6 +323,7 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
     """
     output_dir = Path(cfg.paths.output_dir)
     with recorded_task(output_dir):
+        settle_wandb_mode(cfg)
         ckpts = cfg.get("ckpts")
         if ckpts in (None, "", "???") or len(ckpts) == 0:
             raise ConfigError("ckpts is required: python src/robustness.py ckpts=[a.ckpt,b.ckpt]")
