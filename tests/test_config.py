@@ -1,4 +1,4 @@
-"""Config helpers: the W&B online/offline decision."""
+"""Config helpers: the W&B online/offline decision (credentials; the server is stubbed)."""
 
 from __future__ import annotations
 
@@ -6,43 +6,76 @@ from pathlib import Path
 
 import pytest
 
-from stnlab.config import wandb_offline
+from stnlab import config
+from stnlab.config import wandb_mode
+from stnlab.errors import ConfigError
+
+KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a W&B API key
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+    """No W&B mode or key, an empty ``NETRC``, and a W&B server that answers (stubbed)."""
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "https://api.wandb.ai")
+    monkeypatch.setattr(config, "wandb_server_problem", lambda url, timeout_s: None)
     netrc = tmp_path / "netrc"
     monkeypatch.setenv("NETRC", str(netrc))
     return netrc
 
 
-def test_offline_without_credentials(clean_env: Path) -> None:
-    assert wandb_offline() is True
+def test_offline_without_credentials_and_the_server_is_not_asked(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_network(url: str, timeout_s: float) -> None:
+        raise AssertionError(f"asked {url} without credentials")
+
+    monkeypatch.setattr(config, "wandb_server_problem", no_network)
+    assert wandb_mode() == "offline"
 
 
 def test_online_with_an_api_key_or_a_login(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clean_env.write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    clean_env.write_text(f"machine api.wandb.ai\n  login user\n  password {KEY}\n")
     clean_env.chmod(0o600)
-    assert wandb_offline() is False
+    assert wandb_mode() is None  # online: W&B's own settings decide the rest
     clean_env.unlink()
-    monkeypatch.setenv("WANDB_API_KEY", "abc123")
-    assert wandb_offline() is False
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    assert wandb_mode() is None
 
 
 def test_wandb_mode_wins(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WANDB_API_KEY", "abc123")
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert wandb_offline() is True
+    assert wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode() == "disabled"
     monkeypatch.delenv("WANDB_API_KEY")
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert wandb_offline() is False
+    assert wandb_mode() is None
 
 
 def test_a_login_for_another_host_does_not_count(clean_env: Path) -> None:
-    clean_env.write_text("machine example.com\n  login user\n  password abc\n")
+    clean_env.write_text(f"machine example.com\n  login user\n  password {KEY}\n")
     clean_env.chmod(0o600)
-    assert wandb_offline() is True
+    assert wandb_mode() == "offline"
+
+
+def test_a_key_wandb_would_reject_is_a_config_error(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "abc123")
+    with pytest.raises(ConfigError, match="WANDB_API_KEY invalid: API key must have 40"):
+        wandb_mode()
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-2"])
+def test_the_probe_timeout_must_be_positive_seconds(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    monkeypatch.setenv(config.PROBE_TIMEOUT_ENV, value)
+    with pytest.raises(ConfigError, match="STNLAB_WANDB_PROBE_TIMEOUT"):
+        wandb_mode()

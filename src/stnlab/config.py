@@ -1,39 +1,189 @@
-"""Config-time helpers: OmegaConf resolvers used by ``conf/`` and start-up checks."""
+"""Config-time helpers: OmegaConf resolvers used by ``conf/`` and start-up checks.
+
+This module is the one owner of the W&B online/offline decision: :func:`wandb_mode` (the
+``${wandb_mode:…}`` resolver of ``conf/logger/wandb.yaml``) looks up credentials the way
+W&B does and, before a run would go online, asks the W&B server once whether it answers;
+:func:`settle_wandb_mode` makes that decision at start-up, before any data or model work.
+"""
 
 from __future__ import annotations
 
+import functools
+import http.client
+import logging
 import netrc
 import os
+import ssl
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from stnlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
+PROBE_TIMEOUT_ENV = "STNLAB_WANDB_PROBE_TIMEOUT"
+PROBE_TIMEOUT_S = 5.0
+_SYNC_HINT = "wandb sync {}/wandb/offline-run-*"
+_warned_dirs: set[str] = set()
 
 
-def wandb_offline() -> bool:
-    """True unless W&B credentials are configured (``WANDB_API_KEY`` or ``wandb login``).
+def wandb_base_url() -> str:
+    """The W&B server a run would use: ``WANDB_BASE_URL``, else W&B's settings files
+    (``wandb login --host``), else ``https://api.wandb.ai``."""
+    url = os.environ.get("WANDB_BASE_URL")
+    if url:
+        return url
+    try:
+        from wandb.sdk import wandb_setup
+    except ImportError:  # an older wandb
+        return WANDB_DEFAULT_URL
+    return str(wandb_setup.singleton().settings.base_url or WANDB_DEFAULT_URL)
 
-    ``WANDB_MODE=offline|disabled|dryrun`` forces offline; ``WANDB_MODE=online`` forces
-    online. Otherwise the run goes online exactly when an API key is found, so a fresh
-    machine with no account works out of the box and ``wandb sync`` uploads later.
-    """
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "disabled", "dryrun"):
-        return True
-    if mode == "online" or os.environ.get("WANDB_API_KEY"):
-        return False
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+
+def _netrc_has_login(base_url: str) -> bool:
+    host = urlparse(base_url).hostname or "api.wandb.ai"
     path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     try:
-        return netrc.netrc(path).authenticators(host or "api.wandb.ai") is None
+        return netrc.netrc(path).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
-        return True
+        return False
+
+
+def wandb_credentials(base_url: str) -> bool:
+    """True when W&B would find credentials for ``base_url``; reads files, no network.
+
+    Asks W&B's own lookup (``wandb.sdk.lib.wbauth``, without storing anything in the
+    session): ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``, ``.netrc`` (``NETRC``,
+    ``~/.netrc``, ``~/_netrc``), then the ``api_key`` of W&B's settings files. With a wandb
+    too old to have that module: ``WANDB_API_KEY`` or a ``.netrc`` entry for the host.
+    W&B has no public helper that answers without side effects: ``wandb.login(prompt=
+    False)`` writes its settings file, ``wandb.api.api_key`` is deprecated.
+
+    Raises :class:`ConfigError` for a key or server address W&B would reject.
+    """
+    try:
+        from wandb.errors import AuthenticationError
+        from wandb.sdk.lib import wbauth
+    except ImportError:
+        return bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_login(base_url)
+    try:
+        auth = wbauth.authenticate_session(
+            host=base_url, source="stnlab", prompt=False, update_session=False
+        )
+    except (AuthenticationError, ValueError) as err:
+        raise ConfigError(
+            f"W&B credentials for {base_url} are unusable: {err} Fix WANDB_API_KEY, "
+            "WANDB_BASE_URL or ~/.netrc (`wandb login`), or log offline with WANDB_MODE=offline."
+        ) from None
+    return auth is not None
+
+
+def probe_timeout_s() -> float:
+    """Seconds the W&B server may take to answer: ``STNLAB_WANDB_PROBE_TIMEOUT``, default 5."""
+    text = os.environ.get(PROBE_TIMEOUT_ENV, "")
+    try:
+        timeout = float(text) if text else PROBE_TIMEOUT_S
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0:
+        raise ConfigError(f"{PROBE_TIMEOUT_ENV}={text!r} must be a number of seconds > 0")
+    return timeout
+
+
+@functools.cache
+def wandb_server_problem(url: str, timeout_s: float) -> str | None:
+    """Why the W&B server at ``url`` cannot be reached, or ``None`` when it answers.
+
+    One HTTP request through the environment's proxy settings (``HTTPS_PROXY``,
+    ``NO_PROXY``), bounded to ``timeout_s`` in all, name lookup included. Any HTTP status
+    is an answer, and so is a certificate W&B may accept with its own CA settings.
+    Cached per process, so a multirun asks once.
+    """
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            request = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(request, timeout=timeout_s):
+                outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)
+        except urllib.error.URLError as err:
+            answered = isinstance(err.reason, ssl.SSLCertVerificationError)
+            outcome.append(None if answered else str(err.reason))
+        except (OSError, http.client.HTTPException) as err:  # timeouts, resets, garbage
+            outcome.append(str(err) or type(err).__name__)
+
+    # A daemon thread: a name lookup that hangs must neither delay the run nor its exit.
+    thread = threading.Thread(target=ask, name="stnlab-wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
+
+
+def wandb_mode(save_dir: str = "") -> str | None:
+    """The ``mode`` for ``wandb.init``: ``"disabled"``, ``"offline"``, or ``None`` (online).
+
+    ``WANDB_MODE=disabled`` → ``"disabled"`` (no W&B files); ``offline`` / ``dryrun`` →
+    ``"offline"``. Without credentials → ``"offline"``, so a fresh machine works and
+    ``wandb sync`` uploads later. With credentials, or ``WANDB_MODE=online``, the server
+    is asked first (:func:`wandb_server_problem`, ``STNLAB_WANDB_PROBE_TIMEOUT`` seconds):
+    when it does not answer the run logs offline, with one warning per ``save_dir`` that
+    names the ``wandb sync`` command, or, with ``WANDB_MODE=online``, stops with a
+    :class:`ConfigError`. ``None`` leaves the mode to W&B (online unless ``wandb offline``).
+    """
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode == "disabled":
+        return "disabled"
+    if mode in ("offline", "dryrun"):
+        return "offline"
+    url = wandb_base_url()
+    if mode != "online" and not wandb_credentials(url):
+        return "offline"
+    problem = wandb_server_problem(url, probe_timeout_s())
+    if problem is None:
+        return None
+    run_dir = save_dir or "<run dir>"
+    if mode == "online":
+        raise ConfigError(
+            f"WANDB_MODE=online but the W&B server {url} cannot be reached ({problem}): check "
+            "the network or HTTPS_PROXY, or log offline (WANDB_MODE=offline) and upload later "
+            f"with `{_SYNC_HINT.format(run_dir)}`"
+        )
+    if run_dir not in _warned_dirs:
+        _warned_dirs.add(run_dir)
+        log.warning(
+            "W&B server %s cannot be reached (%s); logging offline. Upload later with: %s",
+            url,
+            problem,
+            _SYNC_HINT.format(run_dir),
+        )
+    return "offline"
+
+
+def settle_wandb_mode(cfg: DictConfig) -> None:
+    """Make the W&B decision of ``cfg.logger.wandb`` now, before any data or model work.
+
+    An unreachable server then costs seconds at start-up instead of a run that dies in
+    ``wandb.init``, and a :class:`ConfigError` (``WANDB_MODE=online``) reaches the entry
+    point as a one-line message; inside the resolver OmegaConf would wrap it. The
+    logger's ``${wandb_mode:…}`` reuses the cached answer. A mode set by hand is left alone.
+    """
+    node = (cfg.get("logger") or {}).get("wandb")
+    if node is not None and OmegaConf.is_interpolation(node, "mode"):
+        wandb_mode(str(node.get("save_dir") or ""))
 
 
 def register_resolvers() -> None:
     """Register stnlab's OmegaConf resolvers (idempotent)."""
     resolvers = {
-        "wandb_offline": wandb_offline,
+        "wandb_mode": wandb_mode,  # ${wandb_mode:${.save_dir}}
         "floordiv": lambda a, b: int(a) // int(b),  # ${floordiv:${data.canvas_size},2}
         "mul": lambda a, b: int(a) * int(b),
         # ${fraction_of:${trainer.max_epochs},0.6}: an epoch count at 60% of training (>= 1)

@@ -23,7 +23,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from stnlab import config as _config  # noqa: F401  (registers resolvers)
 from stnlab.analysis import robustness as robust
 from stnlab.analysis.evaluate import evaluate_checkpoint, write_results
 from stnlab.analysis.paper import dataset_label, model_label, run_variant
@@ -35,6 +34,7 @@ from stnlab.checkpoints import (
     load_checkpoint_net,
     own_last_checkpoint,
 )
+from stnlab.config import settle_wandb_mode  # (importing it registers the resolvers)
 from stnlab.data.sources import load_split
 from stnlab.errors import ConfigError, TerminatedError
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
@@ -162,8 +162,9 @@ def _terminated(err: BaseException, output_dir: Path, trainer: L.Trainer | None)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model of ``cfg`` and test the best checkpoint; return the final metrics.
 
-    The config is checked first (:func:`~stnlab.validation.validate_config`), so a bad
-    value fails before any data or model work. The run holds its folder
+    The config is checked first (:func:`~stnlab.validation.validate_config`) and the W&B
+    mode settled (:func:`~stnlab.config.settle_wandb_mode`), so a bad value or an
+    unreachable W&B server fails before any data or model work. The run holds its folder
     (:class:`~stnlab.run_folder.RunFolderLock`) and removes temporary files a killed run
     left there. Writes ``metrics.json`` in ``cfg.paths.output_dir`` (``failure.json`` when
     the run fails). The W&B run is closed on every exit. ``ckpt_path=auto`` resumes this
@@ -177,6 +178,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         with sigterm_raises():
             validate_config(cfg)
+            settle_wandb_mode(cfg)
             if rank == 0:
                 lock.acquire()
                 remove_stale_temp_files(output_dir)
@@ -305,6 +307,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     """
     output_dir = Path(cfg.paths.output_dir)
     with recorded_task(output_dir):
+        settle_wandb_mode(cfg)
         if cfg.get("ckpt_path") in (None, "", "???"):
             raise ConfigError("ckpt_path is required: python src/eval.py ckpt_path=<file.ckpt>")
         device = resolve_device(str(cfg.get("device", "auto")))
@@ -362,6 +365,7 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
     """
     output_dir = Path(cfg.paths.output_dir)
     with recorded_task(output_dir):
+        settle_wandb_mode(cfg)
         ckpts = cfg.get("ckpts")
         if ckpts in (None, "", "???") or len(ckpts) == 0:
             raise ConfigError("ckpts is required: python src/robustness.py ckpts=[a.ckpt,b.ckpt]")
