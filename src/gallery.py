@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 
 import hydra
-from hydra import compose
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-import stnlab.config  # noqa: F401  (registers resolvers)
 from stnlab.analysis.gallery import write_gallery
+from stnlab.config import compose_config
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     """Compose each variant's data config, render its fixed test set, write the grids."""
     samples = {}
     for variant in cfg.variants:
-        train_cfg = compose("train", overrides=[f"data={variant}", *cfg.overrides])
+        train_cfg = compose_config("train", [f"data={variant}", *cfg.overrides])
         with open_dict(train_cfg):
             train_cfg.paths = cfg.paths
             train_cfg.seed = cfg.seed

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import stnlab.config  # noqa: F401  (registers resolvers)
+from stnlab.config import compose_config
 from stnlab.data import sources
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,17 +99,9 @@ def compose_run(
 ) -> DictConfig:
     """``conf/<config_name>.yaml`` with ``overrides``, its paths set as a run of it would
     have them (Hydra's config registered, then dropped as the task sees it)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
+    cfg = compose_config(config_name, overrides, output_dir=output_dir, data_dir=data_dir)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.data_dir = str(data_dir)
         cfg.paths.root_dir = str(ROOT)
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # as in a real run: the task gets the config without it
     return cfg
 
 

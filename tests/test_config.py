@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stnlab import config
-from stnlab.config import wandb_mode
+from stnlab import loggers as config
 from stnlab.errors import ConfigError
+from stnlab.loggers import wandb_mode
 
 KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a W&B API key
 

@@ -21,8 +21,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from cli_helper import ROOT, cli_env
-from stnlab.config import PROBE_TIMEOUT_ENV, settle_wandb_mode, wandb_mode, wandb_server_problem
 from stnlab.errors import ConfigError
+from stnlab.loggers import PROBE_TIMEOUT_ENV, settle_wandb_mode, wandb_mode, wandb_server_problem
 from stnlab.tasks import train
 
 KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a W&B API key
@@ -81,10 +81,10 @@ def test_an_unreachable_server_means_offline_with_one_warning(
     url = request.getfixturevalue(server)
     monkeypatch.setenv("WANDB_BASE_URL", url)
     run_dir = str(tmp_path / "run")
-    with caplog.at_level(logging.WARNING, logger="stnlab.config"):
+    with caplog.at_level(logging.WARNING, logger="stnlab.loggers"):
         assert wandb_mode(run_dir) == "offline"  # a silent server: only the timeout ends it
         assert wandb_mode(run_dir) == "offline"  # resolved again: cached, no second warning
-    warnings = [r.getMessage() for r in caplog.records if r.name == "stnlab.config"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "stnlab.loggers"]
     assert len(warnings) == 1, warnings
     assert f"W&B server {url} {WARNING}" in warnings[0]
     assert f"wandb sync {run_dir}/wandb/offline-run-*" in warnings[0]

@@ -1,187 +1,88 @@
-"""Config-time helpers: OmegaConf resolvers used by ``conf/`` and start-up checks.
+"""Configs outside ``@hydra.main`` and the OmegaConf resolvers ``conf/`` uses.
 
-This module is the one owner of the W&B online/offline decision: :func:`wandb_mode` (the
-``${wandb_mode:…}`` resolver of ``conf/logger/wandb.yaml``) looks up credentials the way
-W&B does and, before a run would go online, asks the W&B server once whether it answers;
-:func:`settle_wandb_mode` makes that decision at start-up, before any data or model work.
+One place finds ``conf/`` (:func:`conf_dir`) and composes a config the way an entry point
+would (:func:`compose_config`): eval's variants, the benchmarks, the gallery and the tests
+all use it. Data variants are the files of ``conf/data/`` (:func:`data_variants`).
 """
 
 from __future__ import annotations
 
-import functools
-import http.client
-import logging
-import netrc
 import os
-import ssl
-import threading
-import urllib.error
-import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
-from omegaconf import DictConfig, OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab.errors import ConfigError
 
-log = logging.getLogger(__name__)
-
-WANDB_DEFAULT_URL = "https://api.wandb.ai"
-PROBE_TIMEOUT_ENV = "STNLAB_WANDB_PROBE_TIMEOUT"
-PROBE_TIMEOUT_S = 5.0
-_SYNC_HINT = "wandb sync {}/wandb/offline-run-*"
-_warned_dirs: set[str] = set()
+CONF_ENV = "STNLAB_CONF_DIR"
 
 
-def wandb_base_url() -> str:
-    """The W&B server a run would use: ``WANDB_BASE_URL``, else W&B's settings files
-    (``wandb login --host``), else ``https://api.wandb.ai``."""
-    url = os.environ.get("WANDB_BASE_URL")
-    if url:
-        return url
-    try:
-        from wandb.sdk import wandb_setup
-    except ImportError:  # an older wandb
-        return WANDB_DEFAULT_URL
-    return str(wandb_setup.singleton().settings.base_url or WANDB_DEFAULT_URL)
+def conf_dir() -> Path:
+    """The ``conf/`` folder: ``$STNLAB_CONF_DIR``, the checkout this module lives in
+    (editable install), or the first ``conf/`` with a ``train.yaml`` from the current
+    folder upwards (a plain ``pip install .`` run from the checkout)."""
+    candidates = []
+    if os.environ.get(CONF_ENV):
+        candidates.append(Path(os.environ[CONF_ENV]))
+    candidates.append(Path(__file__).resolve().parents[2] / "conf")
+    here = Path.cwd().resolve()
+    candidates += [folder / "conf" for folder in (here, *here.parents)]
+    for candidate in candidates:
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise ConfigError(
+        f"stnlab's conf/ folder was not found (looked in {candidates[0]} and upwards from "
+        f"{here}): run from the stnlab checkout, or set {CONF_ENV}=<checkout>/conf"
+    )
 
 
-def _netrc_has_login(base_url: str) -> bool:
-    host = urlparse(base_url).hostname or "api.wandb.ai"
-    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    try:
-        return netrc.netrc(path).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
+def data_variants() -> list[str]:
+    """The data variants, one per file of ``conf/data/`` (``mnist``, ``rotated``, …)."""
+    return sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml"))
 
 
-def wandb_credentials(base_url: str) -> bool:
-    """True when W&B would find credentials for ``base_url``; reads files, no network.
+def compose_config(
+    name: str,
+    overrides: Sequence[str] = (),
+    output_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> DictConfig:
+    """``conf/<name>.yaml`` with ``overrides``, composed as ``@hydra.main`` would.
 
-    Asks W&B's own lookup (``wandb.sdk.lib.wbauth``, without storing anything in the
-    session): ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``, ``.netrc`` (``NETRC``,
-    ``~/.netrc``, ``~/_netrc``), then the ``api_key`` of W&B's settings files. With a wandb
-    too old to have that module: ``WANDB_API_KEY`` or a ``.netrc`` entry for the host.
-    W&B has no public helper that answers without side effects: ``wandb.login(prompt=
-    False)`` writes its settings file, ``wandb.api.api_key`` is deprecated.
-
-    Raises :class:`ConfigError` for a key or server address W&B would reject.
+    With ``output_dir`` the result is a run's config: ``paths`` point at ``output_dir``
+    and ``data_dir``, Hydra's runtime config is registered (``${hydra:…}`` resolves) and
+    then dropped from the returned config, as the task sees it. Works inside a running
+    Hydra app (eval composing its variants) and outside one (benchmarks, tests).
     """
-    try:
-        from wandb.errors import AuthenticationError
-        from wandb.sdk.lib import wbauth
-    except ImportError:
-        return bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_login(base_url)
-    try:
-        auth = wbauth.authenticate_session(
-            host=base_url, source="stnlab", prompt=False, update_session=False
-        )
-    except (AuthenticationError, ValueError) as err:
-        raise ConfigError(
-            f"W&B credentials for {base_url} are unusable: {err} Fix WANDB_API_KEY, "
-            "WANDB_BASE_URL or ~/.netrc (`wandb login`), or log offline with WANDB_MODE=offline."
-        ) from None
-    return auth is not None
-
-
-def probe_timeout_s() -> float:
-    """Seconds the W&B server may take to answer: ``STNLAB_WANDB_PROBE_TIMEOUT``, default 5."""
-    text = os.environ.get(PROBE_TIMEOUT_ENV, "")
-    try:
-        timeout = float(text) if text else PROBE_TIMEOUT_S
-    except ValueError:
-        timeout = -1.0
-    if not timeout > 0:
-        raise ConfigError(f"{PROBE_TIMEOUT_ENV}={text!r} must be a number of seconds > 0")
-    return timeout
-
-
-@functools.cache
-def wandb_server_problem(url: str, timeout_s: float) -> str | None:
-    """Why the W&B server at ``url`` cannot be reached, or ``None`` when it answers.
-
-    One HTTP request through the environment's proxy settings (``HTTPS_PROXY``,
-    ``NO_PROXY``), bounded to ``timeout_s`` in all, name lookup included. Any HTTP status
-    is an answer, and so is a certificate W&B may accept with its own CA settings.
-    Cached per process, so a multirun asks once.
-    """
-    outcome: list[str | None] = []
-
-    def ask() -> None:
-        try:
-            request = urllib.request.Request(url, method="HEAD")
-            with urllib.request.urlopen(request, timeout=timeout_s):
-                outcome.append(None)
-        except urllib.error.HTTPError:
-            outcome.append(None)
-        except urllib.error.URLError as err:
-            answered = isinstance(err.reason, ssl.SSLCertVerificationError)
-            outcome.append(None if answered else str(err.reason))
-        except (OSError, http.client.HTTPException) as err:  # timeouts, resets, garbage
-            outcome.append(str(err) or type(err).__name__)
-
-    # A daemon thread: a name lookup that hangs must neither delay the run nor its exit.
-    thread = threading.Thread(target=ask, name="stnlab-wandb-probe", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
-
-
-def wandb_mode(save_dir: str = "") -> str | None:
-    """The ``mode`` for ``wandb.init``: ``"disabled"``, ``"offline"``, or ``None`` (online).
-
-    ``WANDB_MODE=disabled`` → ``"disabled"`` (no W&B files); ``offline`` / ``dryrun`` →
-    ``"offline"``. Without credentials → ``"offline"``, so a fresh machine works and
-    ``wandb sync`` uploads later. With credentials, or ``WANDB_MODE=online``, the server
-    is asked first (:func:`wandb_server_problem`, ``STNLAB_WANDB_PROBE_TIMEOUT`` seconds):
-    when it does not answer the run logs offline, with one warning per ``save_dir`` that
-    names the ``wandb sync`` command, or, with ``WANDB_MODE=online``, stops with a
-    :class:`ConfigError`. ``None`` leaves the mode to W&B (online unless ``wandb offline``).
-    """
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode == "disabled":
-        return "disabled"
-    if mode in ("offline", "dryrun"):
-        return "offline"
-    url = wandb_base_url()
-    if mode != "online" and not wandb_credentials(url):
-        return "offline"
-    problem = wandb_server_problem(url, probe_timeout_s())
-    if problem is None:
-        return None
-    run_dir = save_dir or "<run dir>"
-    if mode == "online":
-        raise ConfigError(
-            f"WANDB_MODE=online but the W&B server {url} cannot be reached ({problem}): check "
-            "the network or HTTPS_PROXY, or log offline (WANDB_MODE=offline) and upload later "
-            f"with `{_SYNC_HINT.format(run_dir)}`"
-        )
-    if run_dir not in _warned_dirs:
-        _warned_dirs.add(run_dir)
-        log.warning(
-            "W&B server %s cannot be reached (%s); logging offline. Upload later with: %s",
-            url,
-            problem,
-            _SYNC_HINT.format(run_dir),
-        )
-    return "offline"
-
-
-def settle_wandb_mode(cfg: DictConfig) -> None:
-    """Make the W&B decision of ``cfg.logger.wandb`` now, before any data or model work.
-
-    An unreachable server then costs seconds at start-up instead of a run that dies in
-    ``wandb.init``, and a :class:`ConfigError` (``WANDB_MODE=online``) reaches the entry
-    point as a one-line message; inside the resolver OmegaConf would wrap it. The
-    logger's ``${wandb_mode:…}`` reuses the cached answer. A mode set by hand is left alone.
-    """
-    node = (cfg.get("logger") or {}).get("wandb")
-    if node is not None and OmegaConf.is_interpolation(node, "mode"):
-        wandb_mode(str(node.get("save_dir") or ""))
+    args = list(overrides)
+    if GlobalHydra.instance().is_initialized() and output_dir is None:
+        return compose(name, overrides=args)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(name, overrides=args, return_hydra_config=output_dir is not None)
+    if output_dir is None:
+        return cfg
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(Path.cwd())
+        cfg.paths.output_dir = str(output_dir)
+        if data_dir is not None:
+            cfg.paths.data_dir = str(Path(data_dir).resolve())
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(Path.cwd())
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def register_resolvers() -> None:
     """Register stnlab's OmegaConf resolvers (idempotent)."""
+    from stnlab.loggers import wandb_mode
+
     resolvers = {
         "wandb_mode": wandb_mode,  # ${wandb_mode:${.save_dir}}
         "floordiv": lambda a, b: int(a) // int(b),  # ${floordiv:${data.canvas_size},2}
@@ -189,9 +90,9 @@ def register_resolvers() -> None:
         # ${fraction_of:${trainer.max_epochs},0.6}: an epoch count at 60% of training (>= 1)
         "fraction_of": lambda n, f: max(1, round(int(n) * float(f))),
     }
-    for name, fn in resolvers.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, fn)
+    for key, fn in resolvers.items():
+        if not OmegaConf.has_resolver(key):
+            OmegaConf.register_new_resolver(key, fn)
 
 
 register_resolvers()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,9 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+import stnlab.config  # noqa: F401  (registers the resolvers conf/ uses)
 from stnlab.analysis import robustness as robust
 from stnlab.analysis.evaluate import evaluate_checkpoint, write_results
 from stnlab.analysis.paper import dataset_label, model_label, run_variant
@@ -34,11 +33,16 @@ from stnlab.checkpoints import (
     load_checkpoint_net,
     own_last_checkpoint,
 )
-from stnlab.config import settle_wandb_mode  # (importing it registers the resolvers)
 from stnlab.data.sources import load_split
 from stnlab.errors import ConfigError, TerminatedError
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
-from stnlab.loggers import keep_csv_history
+from stnlab.loggers import (
+    close_wandb,
+    keep_csv_history,
+    resume_wandb_run,
+    settle_wandb_mode,
+    start_resumed_wandb,
+)
 from stnlab.run_folder import RunFolderLock, remove_stale_temp_files, sigterm_raises
 from stnlab.validation import instantiate_checked, validate_config
 
@@ -56,13 +60,6 @@ def instantiate_dict(cfg: DictConfig | None, what: str) -> list[Any]:
         for name, node in cfg.items()
         if node is not None and "_target_" in node
     ]
-
-
-def close_wandb() -> None:
-    """Finish the active W&B run, if any, so the next job of a multirun gets its own."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
 
 
 def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) -> str | None:
@@ -86,59 +83,6 @@ def write_failure(output_dir: Path, err: BaseException) -> None:
         (output_dir / "failure.json").write_text(json.dumps(record, indent=2))
     except OSError:
         log.warning("could not write failure.json in %s", output_dir)
-
-
-def _resume_wandb_run(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> bool:
-    """Log into the checkpoint's W&B run (same id) when resuming, unless an id is set."""
-    run_id = (checkpoint or {}).get("stnlab_wandb_id")
-    node = (cfg.get("logger") or {}).get("wandb")
-    if run_id and node is not None and node.get("id") is None:
-        with open_dict(cfg):
-            node.id = run_id
-        log.info("resuming W&B run %s", run_id)
-        return True
-    return False
-
-
-def start_resumed_wandb(
-    loggers: list[Any], cfg: DictConfig, wait_s: float = 30.0, poll_s: float = 5.0
-) -> list[Any]:
-    """Open the resumed W&B run now, waiting while a killed process still holds its id.
-
-    W&B answers "run ID … is in use" while another client of the same W&B service still
-    holds the run: after ``kill -9`` the dead process's service lingers for a few seconds,
-    and a process started from one that ran W&B shares its service (``WANDB_SERVICE``).
-    Retry for up to ``wait_s``; if the id is still held, log to a new run (same group and
-    tags) rather than fail the resumed training.
-    """
-    out = []
-    for logger in loggers:
-        if type(logger).__name__ != "WandbLogger" or getattr(rank_zero_only, "rank", 0) != 0:
-            out.append(logger)
-            continue
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                _ = logger.experiment
-                out.append(logger)
-                break
-            except Exception as err:
-                if "in use" not in str(err):
-                    raise
-                if time.monotonic() >= deadline:
-                    log.warning(
-                        "W&B run %s is still held by the interrupted process (%s); logging "
-                        "the resumed part to a new W&B run",
-                        cfg.logger.wandb.id,
-                        err,
-                    )
-                    with open_dict(cfg):
-                        cfg.logger.wandb.id = None
-                    fresh = instantiate_checked(cfg.logger.wandb, "logger.wandb")
-                    out.append(fresh)
-                    break
-                time.sleep(poll_s)
-    return out
 
 
 def _terminated(err: BaseException, output_dir: Path, trainer: L.Trainer | None) -> TerminatedError:
@@ -190,7 +134,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     if ckpt_path
                     else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
                 )
-            resumed_wandb = cfg.get("train", True) and _resume_wandb_run(cfg, checkpoint)
+            resumed_wandb = cfg.get("train", True) and resume_wandb_run(cfg, checkpoint)
             ctx = job_context()
             tag_sweep_job(cfg, ctx)
             if ctx is not None:

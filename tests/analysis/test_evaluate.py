@@ -11,8 +11,9 @@ import pytest
 import torch
 from omegaconf import DictConfig, open_dict
 
-from stnlab.analysis.evaluate import VARIANTS, select_variants
+from stnlab.analysis.evaluate import select_variants
 from stnlab.checkpoints import load_checkpoint_net
+from stnlab.config import data_variants
 from stnlab.errors import CheckpointError, ConfigError
 from stnlab.tasks import evaluate, train
 
@@ -63,7 +64,7 @@ def test_eval_all_variants_resized(
     ckpt, _ = tiny_run
     cfg = make_task_cfg("eval", f"ckpt_path={ckpt}", "variants=all", "~logger")
     rows = evaluate(cfg)
-    assert sorted(r["variant"] for r in rows) == sorted(VARIANTS)
+    assert sorted(r["variant"] for r in rows) == sorted(data_variants())
     resized = {r["variant"]: (r["canvas"], r["resized"]) for r in rows}
     assert resized["rts"] == (42, True) and resized["cluttered"] == (60, True)
     assert resized["mnist"] == (28, False)

@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from stnlab.config import data_variants
 from stnlab.data.datamodule import DigitsDataModule
 from stnlab.data.distortions import (
     ClutteredPlacement,
@@ -24,7 +25,7 @@ from stnlab.data.distortions import (
 from stnlab.geometry import smooth_displacement
 from stnlab.tasks import train
 
-VARIANTS = ["mnist", "rotated", "rts", "projective", "elastic", "translated", "cluttered"]
+VARIANTS = data_variants()
 CPU = torch.device("cpu")
 
 

@@ -17,21 +17,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
-from stnlab import config as _config  # noqa: F401  (registers resolvers)
-from stnlab.analysis.paper import dataset_label, model_label, paper_error, run_variant
+from stnlab.analysis.paper import COLUMN_ORDER, dataset_label, model_label, paper_error, run_variant
 from stnlab.checkpoints import build_from_data, load_checkpoint_net
+from stnlab.config import compose_config, data_variants
 from stnlab.data.sources import DATASETS
 from stnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
-VARIANTS = ["mnist", "rotated", "rts", "projective", "elastic", "translated", "cluttered"]
 FIELDS = [
     "model",
     "variant",
@@ -48,13 +44,9 @@ FIELDS = [
 
 def compose_variant(variant: str, overrides: Sequence[str] = ()) -> DictConfig:
     """``conf/train.yaml`` composed with ``data=<variant>`` (inside a Hydra app or not)."""
-    if variant not in VARIANTS:
-        raise ConfigError(f"variant {variant!r} is unknown; valid: {VARIANTS}")
-    args = [f"data={variant}", *overrides]
-    if GlobalHydra.instance().is_initialized():
-        return compose("train", overrides=args)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=args)
+    if variant not in data_variants():
+        raise ConfigError(f"variant {variant!r} is unknown; valid: {data_variants()}")
+    return compose_config("train", [f"data={variant}", *overrides])
 
 
 def variant_data_config(
@@ -121,17 +113,28 @@ def select_variants(
     and so the canvas of the undistorted variant.
     """
     if isinstance(requested, str) and requested in ("fitting", "all"):
-        names = VARIANTS
+        names = data_variants()
     else:
         names = [str(v) for v in ([requested] if isinstance(requested, str) else requested)]
-        unknown = [v for v in names if v not in VARIANTS]
+        known = data_variants()
+        unknown = [v for v in names if v not in known]
         if unknown:
             raise ConfigError(
-                f"variants={unknown} unknown; valid: 'fitting', 'all' or a list of {VARIANTS}"
+                f"variants={unknown} unknown; valid: 'fitting', 'all' or a list of {known}"
             )
     if requested == "fitting":
         names = [v for v in names if _canvas_of(v, source) == canvas]
-    return [v for v in names if v != own]
+    return sorted((v for v in names if v != own), key=_table_order)
+
+
+def _table_order(variant: str) -> tuple[int, str]:
+    """Undistorted first, then the paper's Table-1 columns, then the others by name."""
+    column = dataset_label(variant)
+    if variant == "mnist":
+        return (0, "")
+    if column in COLUMN_ORDER:
+        return (1 + COLUMN_ORDER.index(column), "")
+    return (1 + len(COLUMN_ORDER), variant)
 
 
 def _canvas_of(variant: str, source: str = "mnist") -> int:

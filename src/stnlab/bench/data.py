@@ -19,17 +19,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
-import stnlab.config  # noqa: F401  (registers resolvers)
+from stnlab.config import compose_config, data_variants
 
-VARIANTS = ["rotated", "rts", "projective", "elastic", "translated", "cluttered"]
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+# every distorted variant of conf/data/ (plain MNIST has no distortion to time)
+VARIANTS = [v for v in data_variants() if v != "mnist"]
 BILINEAR = InterpolationMode.BILINEAR
 
 
@@ -86,11 +85,8 @@ def stnlab_datamodule(
     variant: str, data_dir: str, batch_size: int, overrides: list[str] | None = None
 ):
     """The variant's DataModule exactly as ``src/train.py data=<variant>`` builds it."""
-    if not CONF_DIR.is_dir():
-        raise FileNotFoundError(f"{CONF_DIR} not found: run from a source checkout")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        extra = [f"data={variant}", f"data.batch_size={batch_size}", *(overrides or [])]
-        cfg = compose("train", overrides=extra)
+    extra = [f"data={variant}", f"data.batch_size={batch_size}", *(overrides or [])]
+    cfg = compose_config("train", extra)
     with open_dict(cfg):
         cfg.data.root = str(Path(data_dir).resolve())
     dm = instantiate(cfg.data)

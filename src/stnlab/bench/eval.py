@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from stnlab.bench.data import VARIANTS, add_config_arguments
+from stnlab.bench.data import add_config_arguments
 from stnlab.bench.train import compose_case
 from stnlab.checkpoints import load_checkpoint_net
+from stnlab.config import data_variants
 
-ALL_VARIANTS = ["mnist", *VARIANTS]
+ALL_VARIANTS = data_variants()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,14 +27,12 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
-from stnlab.bench.data import CONF_DIR, PerSampleDigits, add_config_arguments, peer_transform
+from stnlab.bench.data import PerSampleDigits, add_config_arguments, peer_transform
+from stnlab.config import compose_config
 
 CASES: dict[str, list[str]] = {
     "stn_cnn/rts": ["model=stn_cnn", "data=rts"],
@@ -59,19 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def compose_case(overrides: list[str], data_dir: str, output_dir: str) -> DictConfig:
     """``conf/train.yaml`` with ``overrides``, as ``src/train.py`` would compose it."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(CONF_DIR.parent)
-        cfg.paths.output_dir = output_dir
-        cfg.paths.data_dir = str(Path(data_dir).resolve())
-        cfg.hydra.runtime.output_dir = output_dir
-        cfg.hydra.runtime.cwd = str(Path.cwd())
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_config("train", overrides, output_dir=output_dir, data_dir=data_dir)
 
 
 class WindowTimer(L.Callback):
