@@ -12,8 +12,6 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from stnlab.callbacks.health import last_checkpoint_hint
-from stnlab.errors import NonFiniteLossError
 from stnlab.models import STNClassifier
 
 
@@ -33,6 +31,8 @@ class STNLitModule(L.LightningModule):
         compile: compile the network with ``torch.compile`` (in place: checkpoints keep
             their keys). The first steps pay the compile time; see the README's
             Performance table for whether it pays off.
+        num_classes: classes of the data (``${data.num_classes}`` in the config); ``None``
+            (modules built before the config carried it) reads the network's last layer.
         label_smoothing: label smoothing of the training loss in ``[0, 1)``; validation
             and test losses stay plain cross-entropy, so they compare across settings.
     """
@@ -46,6 +46,7 @@ class STNLitModule(L.LightningModule):
         loc_lr_mult: float = 1.0,
         compile: bool = False,
         label_smoothing: float = 0.0,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
@@ -65,7 +66,8 @@ class STNLitModule(L.LightningModule):
             self.net.compile()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        num_classes = self._num_classes(net)
+        if num_classes is None:
+            num_classes = [m for m in net.modules() if isinstance(m, nn.Linear)][-1].out_features
         # One metric object per stage; "micro" = plain accuracy over samples.
         for stage in ("train", "val", "test"):
             acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -74,11 +76,6 @@ class STNLitModule(L.LightningModule):
                 setattr(self, f"{stage}_loss", MeanMetric())
         self.val_acc_best = MaxMetric()
         self.run_config: dict[str, Any] | None = None
-
-    @staticmethod
-    def _num_classes(net: nn.Module) -> int:
-        last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
-        return last.out_features
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` in ``[0, 1]`` → logits ``(B, num_classes)``."""
@@ -115,21 +112,8 @@ class STNLitModule(L.LightningModule):
             self.train_acc.reset()
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, "train")
-        bad = not bool(torch.isfinite(loss))
-        if self.trainer.world_size > 1:  # every process stops together, none waits forever
-            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-            raise NonFiniteLossError(
-                f"the training loss became {loss.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}). Usual causes: too high a "
-                f"learning rate (model.optimizer.lr={lr}) or localisation-net learning rate "
-                f"(model.loc_lr_mult={self.hparams.loc_lr_mult}; try 0.1), or inputs that "
-                "are not finite. Training stopped before the update. "
-                f"{last_checkpoint_hint(self.trainer)}"
-            )
-        return loss
+        # A non-finite loss is caught by callbacks.health.NonFiniteLossGuard, off this path.
+        return self._step(batch, "train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

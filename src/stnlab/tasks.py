@@ -26,6 +26,7 @@ from stnlab.analysis import robustness as robust
 from stnlab.analysis.evaluate import evaluate_checkpoint, write_results
 from stnlab.analysis.paper import dataset_label, model_label, run_variant
 from stnlab.callbacks.bookkeeping import RunBookkeeping, scalar_metrics
+from stnlab.callbacks.health import NonFiniteLossGuard
 from stnlab.checkpoints import (
     AtomicCheckpointIO,
     check_fits,
@@ -147,7 +148,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 check_fits(model, checkpoint, ckpt_path, cfg)
             model.run_config = OmegaConf.to_container(cfg, resolve=True)
             bookkeeping = RunBookkeeping()
-            callbacks = [*instantiate_dict(cfg.get("callbacks"), "callbacks"), bookkeeping]
+            callbacks = [
+                *instantiate_dict(cfg.get("callbacks"), "callbacks"),
+                NonFiniteLossGuard(),
+                bookkeeping,
+            ]
             loggers = instantiate_dict(cfg.get("logger"), "logger")
             if resumed_wandb:
                 loggers = start_resumed_wandb(loggers, cfg)

@@ -43,7 +43,8 @@ def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(
     with pytest.raises(NonFiniteLossError) as info:
         train(cfg)
     message = str(info.value)
-    assert "the training loss became nan at global step 7 (epoch 1, batch 2)" in message
+    assert "the training loss became non-finite at global step 7 (epoch 1, batch 2)" in message
+    assert "no checkpoint was written after it" in message
     assert "model.loc_lr_mult=1.0" in message and "model.optimizer.lr=0.02" in message
     out = Path(cfg.paths.output_dir)
     last = out / "checkpoints" / "last.ckpt"

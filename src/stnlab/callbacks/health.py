@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from stnlab.errors import TransformerCollapseError
+from stnlab.errors import NonFiniteLossError, TransformerCollapseError
 
 
 def last_checkpoint_hint(trainer: L.Trainer) -> str:
@@ -104,3 +105,80 @@ class CollapseDetector(L.Callback):
         transformer = find_transformer(pl_module)
         if transformer is not None:
             transformer.track_coverage = False
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Stop training after a NaN or infinite training loss; never checkpoint after one.
+
+    Each step only updates, on the loss's device, the global step of the first non-finite
+    loss (no host–device synchronisation on the training path). The flag is read every
+    ``check_every_n_steps`` steps, at the end of each epoch and of training, and before
+    every checkpoint is written, so no checkpoint ever holds weights updated with a
+    non-finite loss. Always installed by the train task.
+    """
+
+    def __init__(self, check_every_n_steps: int = 50) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.every = check_every_n_steps
+        self._first_bad: Tensor | None = None  # () int64 on the loss's device; -1: none yet
+        self._where: dict[int, tuple[int, int]] = {}  # step → (epoch, batch) since last check
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, Tensor):
+            return
+        step = trainer.global_step - 1  # the optimiser has stepped already
+        if self._first_bad is None:
+            self._first_bad = torch.full((), -1, dtype=torch.int64, device=loss.device)
+        bad = ~torch.isfinite(loss.detach())
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        self._where[step] = (trainer.current_epoch, batch_idx)
+        if trainer.global_step % self.every == 0:
+            self.check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self.check(trainer, pl_module)  # raising here stops the file being written
+
+    def check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Raise :class:`~stnlab.errors.NonFiniteLossError` if a loss was not finite."""
+        if self._first_bad is None:
+            return
+        step = int(self._first_bad)  # the one synchronisation, every N steps
+        found = step >= 0
+        if trainer.world_size > 1:  # every process stops together, none waits forever
+            found = trainer.strategy.reduce_boolean_decision(found, all=False)
+        if not found:
+            self._where.clear()
+            return
+        epoch, batch = self._where.get(step, (trainer.current_epoch, -1))
+        lrs = {
+            g.get("name", i): g["lr"]
+            for o in trainer.optimizers
+            for i, g in enumerate(o.param_groups)
+        }
+        base_lr = getattr(getattr(pl_module, "optimizer_factory", None), "keywords", {}).get("lr")
+        loc_lr_mult = getattr(pl_module, "hparams", {}).get("loc_lr_mult")
+        raise NonFiniteLossError(
+            f"the training loss became non-finite at global step {step} (epoch {epoch}, "
+            f"batch {batch}); found at step {trainer.global_step}, and no checkpoint was "
+            "written after it. Usual causes: too high a learning rate "
+            f"(model.optimizer.lr={base_lr}; current LRs {lrs}) or localisation-net "
+            f"learning rate (model.loc_lr_mult={loc_lr_mult}; try 0.1), or inputs that "
+            f"are not finite. {last_checkpoint_hint(trainer)}"
+        )
