@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from stnlab.errors import NonFiniteLossError, TransformerCollapseError
+from stnlab.geometry import grid_coverage
 
 
 def last_checkpoint_hint(trainer: L.Trainer) -> str:
@@ -60,14 +61,33 @@ class CollapseDetector(L.Callback):
         self.patience = patience
         self.strikes = 0
         self._step = 0
+        self._handle: Any = None  # the sampler hook while a step is watched
+        self._coverage: Tensor | None = None
+
+    def _watch(self, transformer: nn.Module) -> None:
+        """Hook the transformer's sampler for one step: coverage of each sample ``(B,)``."""
+        copies = getattr(transformer, "num_transformers", 1)
+
+        def record(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            with torch.no_grad():
+                self._coverage = grid_coverage(args[1].detach()).view(-1, copies).mean(dim=1)
+
+        self._handle = transformer.sampler.register_forward_hook(record)
+
+    def _unwatch(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         transformer = find_transformer(pl_module)
-        if transformer is not None:
+        self._unwatch()
+        self._coverage = None
+        if transformer is not None and trainer.global_step % self.check_every_n_steps == 0:
             self._step = trainer.global_step
-            transformer.track_coverage = trainer.global_step % self.check_every_n_steps == 0
+            self._watch(transformer)
 
     def on_train_batch_end(
         self,
@@ -77,11 +97,10 @@ class CollapseDetector(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        transformer = find_transformer(pl_module)
-        if transformer is None or not transformer.track_coverage:
+        if self._handle is None:
             return
-        transformer.track_coverage = False
-        coverage = transformer.coverage
+        self._unwatch()
+        coverage = self._coverage
         if coverage is None:
             return
         best = float(coverage.max())
@@ -102,9 +121,12 @@ class CollapseDetector(L.Callback):
         )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        transformer = find_transformer(pl_module)
-        if transformer is not None:
-            transformer.track_coverage = False
+        self._unwatch()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._unwatch()
 
 
 class NonFiniteLossGuard(L.Callback):

@@ -5,7 +5,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stnlab.geometry import TransformFamily, grid_coverage, matrix_grid, sample
+from stnlab.geometry import TransformFamily, matrix_grid, sample
+
+
+class GridSampler(nn.Module):
+    """Bilinear sampling of ``x`` ``(B, C, H, W)`` at ``grid`` ``(B, S, S, 2)`` → ``(B, C, S, S)``.
+
+    A module of its own so that observers (training-health checks, analysis) can watch
+    every grid a transformer uses through a forward hook, without flags in the model.
+    """
+
+    def forward(self, x: Tensor, grid: Tensor) -> Tensor:
+        return sample(x, grid)
 
 
 class SpatialTransformer(nn.Module):
@@ -23,9 +34,8 @@ class SpatialTransformer(nn.Module):
         num_transformers: parallel transformers sharing the localisation net.
 
     Attributes:
-        track_coverage: when true, each forward stores :attr:`coverage`, the fraction of
-            every sample's output that shows input ``(B,)`` (mean over parallel
-            transformers); training-health checks switch it on for the batches they watch.
+        sampler: the :class:`GridSampler` every output goes through; hook it to observe
+            the sampling grids ``(B·N, S, S, 2)``.
     """
 
     def __init__(
@@ -44,14 +54,7 @@ class SpatialTransformer(nn.Module):
         self.num_transformers = num_transformers
         self.regressor = nn.Linear(loc_net.out_features, transform.num_params * num_transformers)
         self.reset_to_identity()
-        self.track_coverage = False
-        self.coverage: Tensor | None = None
-
-    def _sample(self, x: Tensor, grid: Tensor) -> Tensor:
-        if self.track_coverage:
-            per_copy = grid_coverage(grid)
-            self.coverage = per_copy.view(-1, self.num_transformers).mean(dim=1)
-        return sample(x, grid)
+        self.sampler = GridSampler()
 
     def reset_to_identity(self) -> None:
         """Zero the regression weights and set its bias to the family's identity θ."""
@@ -68,12 +71,12 @@ class SpatialTransformer(nn.Module):
         side = self.output_size or x.shape[-1]
         theta = self.predict_theta(x)
         if self.num_transformers == 1:
-            return self._sample(x, self.transform.grid(theta, (side, side)))
+            return self.sampler(x, self.transform.grid(theta, (side, side)))
         b, c = x.shape[:2]
         n = self.num_transformers
         thetas = theta.view(b * n, -1)
         copies = x.unsqueeze(1).expand(b, n, *x.shape[1:]).reshape(b * n, *x.shape[1:])
-        out = self._sample(copies, self.transform.grid(thetas, (side, side)))
+        out = self.sampler(copies, self.transform.grid(thetas, (side, side)))
         return out.view(b, n * c, side, side)
 
 
@@ -127,4 +130,4 @@ class ICSpatialTransformer(SpatialTransformer):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, S, S)`` sampled once from ``x`` by the composed warp."""
         side = self.output_size or x.shape[-1]
-        return self._sample(x, matrix_grid(self.warp_matrix(x), (side, side)))
+        return self.sampler(x, matrix_grid(self.warp_matrix(x), (side, side)))
