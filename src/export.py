@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from stnlab.errors import ConfigError, StnlabError
-from stnlab.inference import export_checkpoint
+from stnlab.export import export_checkpoint
 
 log = logging.getLogger("stnlab.export")
 

@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from stnlab.errors import ConfigError, StnlabError
-from stnlab.inference import MIN_INK_SPAN, NO_INK, predict_files
+from stnlab.prediction import MIN_INK_SPAN, NO_INK, predict_files
 
 log = logging.getLogger("stnlab.predict")
 

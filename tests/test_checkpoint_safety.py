@@ -32,7 +32,8 @@ from stnlab.checkpoints import (
     read_checkpoint,
 )
 from stnlab.errors import CheckpointError
-from stnlab.inference import export_checkpoint, predict_files
+from stnlab.export import export_checkpoint
+from stnlab.prediction import predict_files
 
 ROOT = Path(__file__).resolve().parents[1]
 _CACHE: dict[str, Path] = {}

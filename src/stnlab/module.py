@@ -82,11 +82,8 @@ class STNLitModule(L.LightningModule):
         return self.net(x)
 
     def transform_inputs(self, x: Tensor) -> Tensor | None:
-        """What the transformer makes of ``x`` ``(B, C, H, W)``; ``None`` without one."""
-        net = self.net
-        if net.transformer is None or net.transformer_at != "input":
-            return None  # no transformer, or it warps feature maps rather than the image
-        return net.transform(x)[:, : x.shape[1]]  # the first of parallel transformers
+        """The network's :meth:`~stnlab.models.STNClassifier.transformed_input` of ``x``."""
+        return self.net.transformed_input(x)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch

@@ -70,6 +70,19 @@ class STNClassifier(nn.Module):
             x = F.avg_pool2d(x, self.post_pool)
         return x
 
+    def transformed_input(self, x: Tensor) -> Tensor | None:
+        """What the transformer makes of the image ``x`` ``(B, C, H, W)`` in ``[0, 1]``:
+        ``(B, C, S', S')`` as the backbone sees it before normalisation (after ``post_pool``);
+        with parallel transformers, the first one's. ``None`` when no transformer warps
+        the input (a plain classifier, or a transformer on feature maps).
+
+        The one place that says what "the transformed image" is: the transform-grid
+        callback, prediction and analysis all use it.
+        """
+        if self.transformer is None or self.transformer_at != "input":
+            return None
+        return self.transform(x)[:, : x.shape[1]]
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → logits ``(B, num_classes)``."""
         if self.channels_last:

@@ -16,8 +16,8 @@ from PIL import Image
 from cli_helper import run_train
 from stnlab.checkpoints import read_checkpoint
 from stnlab.errors import ConfigError
-from stnlab.inference import (
-    export_checkpoint,
+from stnlab.export import export_checkpoint
+from stnlab.prediction import (
     ink_span,
     load_image,
     load_images,
