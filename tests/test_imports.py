@@ -118,7 +118,7 @@ def test_geometry_imports_nothing_else_of_stnlab() -> None:
 @pytest.mark.parametrize(
     "name",
     [m for m in MODULES if m.startswith(("stnlab.geometry", "stnlab.models"))]
-    + ["stnlab.data.distortions"],
+    + ["stnlab.data.distortions", "stnlab.image_grid"],
 )
 def test_plain_torch_parts_never_reach_lightning(name: str) -> None:
     reached = {

@@ -194,7 +194,7 @@ def write_predictions(
     others get status ``no_ink`` and an empty class and probability (their picture is
     still written).
     """
-    from stnlab.callbacks.transform_grid import make_grid_image
+    from stnlab.image_grid import side_by_side
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,7 +207,7 @@ def write_predictions(
             picture = out / f"{i:04d}_{file.stem}.png"
             after = transformed[i : i + 1] if transformed is not None else images[i : i + 1]
             after = nn.functional.interpolate(after, size=images.shape[-2:], mode="nearest")
-            grid = make_grid_image(images[i : i + 1], after, cols=1)
+            grid = side_by_side(images[i : i + 1], after, cols=1)
             zoom = max(1, 112 // images.shape[-1])
             Image.fromarray(grid).resize(
                 (grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST
