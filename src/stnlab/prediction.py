@@ -20,9 +20,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from stnlab.callbacks.transform_grid import make_grid_image
 from stnlab.checkpoints import load_checkpoint_net
 from stnlab.errors import ConfigError
+from stnlab.image_grid import side_by_side
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MIN_INK_SPAN = 0.05
@@ -201,7 +201,7 @@ def write_predictions(
             picture = out / f"{i:04d}_{file.stem}.png"
             after = transformed[i : i + 1] if transformed is not None else images[i : i + 1]
             after = nn.functional.interpolate(after, size=images.shape[-2:], mode="nearest")
-            grid = make_grid_image(images[i : i + 1], after, cols=1)
+            grid = side_by_side(images[i : i + 1], after, cols=1)
             zoom = max(1, 112 // images.shape[-1])
             Image.fromarray(grid).resize(
                 (grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST

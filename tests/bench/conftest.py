@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
 
 import pytest
 
+from stnlab.bench import timing
+
 
 class TickingClock:
-    """Stands in for a module's ``time``: each ``perf_counter()`` read is ``tick`` seconds
-    after the previous one, so every timed window lasts a known number of ticks."""
+    """Stands in for ``time`` in :mod:`stnlab.bench.timing`, the benchmarks' one clock: each
+    ``perf_counter()`` read is ``tick`` seconds after the previous one, so every timed
+    window lasts a known number of ticks."""
 
     def __init__(self, tick: float = 1.0) -> None:
         self.tick, self.now = tick, 0.0
@@ -21,12 +23,12 @@ class TickingClock:
 
 
 @pytest.fixture
-def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[ModuleType, float], TickingClock]:
-    """``install(module, tick)`` replaces ``module.time`` by a :class:`TickingClock`."""
+def ticking_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], TickingClock]:
+    """``install(tick)`` gives every benchmark a :class:`TickingClock` for this test."""
 
-    def install(module: ModuleType, tick: float = 1.0) -> TickingClock:
+    def install(tick: float = 1.0) -> TickingClock:
         clock = TickingClock(tick)
-        monkeypatch.setattr(module, "time", clock)
+        monkeypatch.setattr(timing, "time", clock)
         return clock
 
     return install

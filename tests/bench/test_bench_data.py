@@ -4,7 +4,6 @@ matches each canvas."""
 from __future__ import annotations
 
 import argparse
-import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,22 +33,10 @@ def test_peer_pipeline_renders_the_same_canvas(variant: str, side: int) -> None:
     assert image.min() >= 0.0 and image.max() <= 1.0
 
 
-def test_median_rate_is_the_median_window(ticking_clock: Callable) -> None:
-    clock = ticking_clock(data_bench, 0.0)  # time passes only inside the steps below
-    seconds = iter([9.0, 9.0, 1.0, 4.0, 2.0])  # two warm-up batches, then three windows
-
-    def step(batch: int) -> int:
-        clock.now += next(seconds)
-        return batch
-
-    rates = data_bench._median_rate(itertools.repeat(8), step, windows=3, per_window=1)
-    assert rates == (4.0, 2.0, 8.0)  # 8 samples in 1, 4 and 2 s: median, min, max
-
-
 def test_run_reports_every_variant(
     fake_mnist: Path, capsys: pytest.CaptureFixture, ticking_clock: Callable
 ) -> None:
-    ticking_clock(data_bench, 0.25)  # every timed window lasts 0.25 s
+    ticking_clock(0.25)  # every timed window lasts 0.25 s
     args = argparse.Namespace(
         variants=["rts", "cluttered"],
         batch_size=16,

@@ -11,7 +11,6 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from stnlab.bench import eval as eval_bench
 from stnlab.bench import train as train_bench
 from stnlab.bench.__main__ import main
 from stnlab.bench.train import CASES, compose_case
@@ -30,7 +29,7 @@ def _last_json(out: str) -> dict:
 def test_bench_train_reports_the_three_pipelines(
     fake_mnist: Path, capsys, monkeypatch: pytest.MonkeyPatch, ticking_clock: Callable
 ) -> None:
-    clock = ticking_clock(train_bench)
+    clock = ticking_clock()
     # each pipeline runs for real; its clock ticks at its own pace (one tick per window)
     for name, tick in {"limit_rates": 0.25, "stnlab_rates": 1.0, "peer_rates": 0.5}.items():
         pipeline = getattr(train_bench, name)
@@ -87,7 +86,7 @@ def test_the_small_case_is_tutorial_sized(tmp_path: Path) -> None:
 def test_bench_eval_times_every_fixed_test_set(
     fake_mnist: Path, capsys, ticking_clock: Callable
 ) -> None:
-    ticking_clock(eval_bench, 0.25)
+    ticking_clock(0.25)
     argv = ["eval", "--variants", "mnist", "rts", "--data-dir", str(fake_mnist)]
     assert main(argv) == 0
     out = capsys.readouterr().out

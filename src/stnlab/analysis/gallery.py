@@ -9,27 +9,27 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from stnlab.image_grid import PAD, tile, to_uint8
+
 
 def labelled_grid(
     images: Tensor, labels: Tensor, cols: int = 8, zoom: int = 2, title: str = ""
 ) -> Image.Image:
-    """Tile ``images`` ``(N, C, S, S)`` in ``[0, 1]`` with each label in its cell's corner."""
-    n, c, side, _ = images.shape
-    rows = -(-n // cols)
-    cell, pad, head = side * zoom, 2, 14 if title else 0
-    canvas = Image.new("RGB", (cols * (cell + pad) + pad, head + rows * (cell + pad) + pad), "gray")
-    draw = ImageDraw.Draw(canvas)
+    """Tile ``images`` ``(N, C, S, S)`` in ``[0, 1]`` (C = 1 or 3), each zoomed ``zoom``×
+    with its label in red in its corner, under ``title`` (if any)."""
+    cells = images.detach().float().cpu().clamp(0, 1).expand(-1, 3, -1, -1)
+    cells = cells.repeat_interleave(zoom, dim=-2).repeat_interleave(zoom, dim=-1)
+    labelled = []
+    for cell, label in zip(cells, labels, strict=True):
+        picture = Image.fromarray(to_uint8(cell))
+        ImageDraw.Draw(picture).text((2, 1), str(int(label)), fill=(255, 64, 64))
+        labelled.append(torch.from_numpy(np.array(picture)).permute(2, 0, 1) / 255)
+    grid = Image.fromarray(to_uint8(tile(torch.stack(labelled), cols)))
+    head = 14 if title else 0
+    canvas = Image.new("RGB", (grid.width, head + grid.height), "gray")
+    canvas.paste(grid, (0, head))
     if title:
-        draw.text((pad, 1), title, fill="white")
-    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        array = pixels[i].permute(1, 2, 0).numpy()
-        array = np.repeat(array, 3, axis=2) if c == 1 else array
-        tile = Image.fromarray(array).resize((cell, cell), Image.NEAREST)
-        left, top = pad + k * (cell + pad), head + pad + r * (cell + pad)
-        canvas.paste(tile, (left, top))
-        draw.text((left + 2, top + 1), str(int(labels[i])), fill=(255, 64, 64))
+        ImageDraw.Draw(canvas).text((PAD, 1), title, fill="white")
     return canvas
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback as HydraCallback
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,7 @@ def summarize_sweep(
     return csv_path, md_path, rows
 
 
-try:
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover - hydra-core < 1.1
-    _HydraCallback = object  # type: ignore[assignment,misc]
-
-
-class SweepSummary(_HydraCallback):
+class SweepSummary(HydraCallback):
     """Hydra callback: write the sweep's summary when a multirun ends and report failures."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import statistics
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
+from stnlab.bench.timing import endless, timed_windows
 from stnlab.config import compose_config, data_variants
 
 # every distorted variant of conf/data/ (plain MNIST has no distortion to time)
@@ -58,27 +57,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="config override applied to every run (repeatable), e.g. "
         "model.net.channels_last=false",
     )
-
-
-def _median_rate(
-    batches: Iterable, step: Callable[[object], int], windows: int, per_window: int, warmup: int = 2
-) -> tuple[float, float, float]:
-    """Median, min and max samples/s over ``windows`` windows of ``per_window`` batches."""
-    iterator = iter(batches)
-    for _ in range(warmup):
-        step(next(iterator))
-    rates = []
-    for _ in range(windows):
-        start, count = time.perf_counter(), 0
-        for _ in range(per_window):
-            count += step(next(iterator))
-        rates.append(count / (time.perf_counter() - start))
-    return statistics.median(rates), min(rates), max(rates)
-
-
-def _forever(make: Callable[[], Iterable]) -> Iterable:
-    while True:
-        yield from make()
 
 
 def stnlab_datamodule(
@@ -153,12 +131,13 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     results = {}
     for variant in args.variants:
         dm = stnlab_datamodule(variant, args.data_dir, args.batch_size, args.override)
+        batches = endless(dm.train_dataloader())
 
-        def stnlab_step(batch: object, dm=dm) -> int:
-            return len(dm.on_after_batch_transfer(batch, 0)[0])
+        def stnlab_step(dm=dm, batches=batches) -> int:
+            return len(dm.on_after_batch_transfer(next(batches), 0)[0])
 
-        ours = _median_rate(
-            _forever(dm.train_dataloader), stnlab_step, args.windows, args.window_batches
+        ours = timed_windows(
+            stnlab_step, warmup=2, windows=args.windows, window_batches=args.window_batches
         )
         images, labels = dm.train_set.tensors
         transform, clutter = peer_transform(variant)
@@ -171,23 +150,23 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 "persistent_workers": workers > 0,
             }
             loader = DataLoader(PerSampleDigits(images, labels, transform, clutter), **loader_args)
-            peers[workers] = _median_rate(
-                _forever(lambda loader=loader: loader),
-                lambda b: len(b[0]),
-                max(3, args.windows // 2),
-                max(2, args.window_batches // 4),
+            peer_batches = endless(loader)
+            peers[workers] = timed_windows(
+                lambda peer_batches=peer_batches: len(next(peer_batches)[0]),
                 warmup=1,
+                windows=max(3, args.windows // 2),
+                window_batches=max(2, args.window_batches // 4),
             )
-        best = max(peers, key=lambda w: peers[w][0])
-        ratio = ours[0] / peers[best][0]
-        rng = f"({ours[1]:,.0f}–{ours[2]:,.0f})"
+        best = max(peers, key=lambda w: peers[w].median)
+        ratio = ours.median / peers[best].median
+        rng = f"({ours.low:,.0f}–{ours.high:,.0f})"
         print(
-            f"{variant:<11} {ours[0]:>10,.0f} {rng:>19} {peers[best][0]:>8,.0f} "
+            f"{variant:<11} {ours.median:>10,.0f} {rng:>19} {peers[best].median:>8,.0f} "
             f"{best:>7} {ratio:>6.1f}×"
         )
         results[variant] = {
-            "stnlab_samples_per_s": round(ours[0], 1),
-            "peer_samples_per_s": round(peers[best][0], 1),
+            "stnlab_samples_per_s": round(ours.median, 1),
+            "peer_samples_per_s": round(peers[best].median, 1),
             "ratio": round(ratio, 2),
         }
     return results

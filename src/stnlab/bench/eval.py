@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from stnlab.bench.data import add_config_arguments
+from stnlab.bench.timing import now
 from stnlab.bench.train import compose_case
 from stnlab.checkpoints import load_checkpoint_net
 from stnlab.config import data_variants
@@ -58,9 +58,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             cfg = compose_case([f"data={variant}", *args.override], args.data_dir, tmp)
         dm = instantiate(cfg.data)
         dm.prepare_data()
-        start = time.perf_counter()
+        start = now()
         dm.setup("test")
-        rendered = time.perf_counter()
+        rendered = now()
         images, labels = dm.test_set.tensors
         wrong = 0
         with torch.inference_mode():
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
                 logits = model(x)
                 wrong += int((logits.argmax(1) != labels[first : first + args.batch_size]).sum())
-        done = time.perf_counter()
+        done = now()
         total_seconds += done - start
         total_samples += len(images)
         print(

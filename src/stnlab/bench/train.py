@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from stnlab.bench.data import PerSampleDigits, add_config_arguments, peer_transform
+from stnlab.bench.timing import WindowRates, endless, now, synchronize, timed_windows
 from stnlab.config import compose_config
 
 CASES: dict[str, list[str]] = {
@@ -76,13 +75,13 @@ class WindowTimer(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
         if i >= self.warmup and (i - self.warmup) % self.window_batches == 0:
-            _sync(pl_module.device)  # window boundaries only: GPU work stays queued between
-        self.stamps.append(time.perf_counter())
+            synchronize(pl_module.device)  # window boundaries only: GPU work stays queued
+        self.stamps.append(now())
         self.samples.append(len(batch[1]) * trainer.world_size)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        _sync(pl_module.device)
-        self.stamps.append(time.perf_counter())
+        synchronize(pl_module.device)
+        self.stamps.append(now())
         rates = []
         for w in range(self.windows):
             first = self.warmup + w * self.window_batches
@@ -92,40 +91,6 @@ class WindowTimer(L.Callback):
             seconds = self.stamps[last] - self.stamps[first]
             rates.append(sum(self.samples[first:last]) / seconds)
         Path(self.out_file).write_text(json.dumps(rates))
-
-
-WARMUP_SECONDS: dict[str, float] = {}
-CPU = torch.device("cpu")
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so a timestamp means what it says (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_rate(
-    step: Callable[[], int],
-    warmup: int,
-    windows: int,
-    window_batches: int,
-    tag: str = "",
-    device: torch.device = CPU,
-) -> list[float]:
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    if tag:
-        WARMUP_SECONDS.setdefault(tag, time.perf_counter() - start)  # with any compile time
-    rates = []
-    for _ in range(windows):
-        start, count = time.perf_counter(), 0
-        for _ in range(window_batches):
-            count += step()
-        _sync(device)
-        rates.append(count / (time.perf_counter() - start))
-    return rates
 
 
 def _train_step(
@@ -145,7 +110,24 @@ def _train_step(
     return step
 
 
-def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> list[float]:
+def _timed_loop(
+    step: Callable[[torch.Tensor, torch.Tensor], int],
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    args: argparse.Namespace,
+    wb: int,
+    device: torch.device,
+) -> WindowRates:
+    """The plain loop of the limit and peer pipelines: ``step`` on each of ``batches``."""
+    return timed_windows(
+        lambda: step(*next(batches)),
+        warmup=args.warmup,
+        windows=args.windows,
+        window_batches=wb,
+        device=device,
+    )
+
+
+def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> WindowRates:
     """Plain loop over pre-rendered canvases already on the device."""
     device = torch.device(getattr(args, "device", "cpu"))
     L.seed_everything(cfg.seed, verbose=False)
@@ -157,18 +139,10 @@ def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> 
         idx = torch.randperm(len(images), generator=gen)[: cfg.data.batch_size]
         digits = images[idx].to(device)
         batches.append((dm.distort_train_batch(digits), labels[idx].to(device)))
-    counter = iter(range(10**9))
-    return _median_rate(
-        lambda: step(*batches[next(counter) % len(batches)]),
-        args.warmup,
-        args.windows,
-        wb,
-        tag="limit",
-        device=device,
-    )
+    return _timed_loop(step, endless(batches), args, wb, device)
 
 
-def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -> list[float]:
+def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -> WindowRates:
     """The real ``Trainer.fit`` path with the default callbacks and logger."""
     from stnlab.tasks import train
 
@@ -189,17 +163,17 @@ def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -
             "window_batches": wb,
         }
     train(cfg)
-    return json.loads(out.read_text())
+    return WindowRates(tuple(json.loads(out.read_text())))
 
 
 def peer_rates(
     cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int, variant: str
-) -> tuple[list[float], int]:
+) -> tuple[WindowRates, int]:
     """Per-sample torchvision pipeline feeding a plain loop; the fastest ``num_workers``."""
     images, labels = dm.train_set.tensors
     transform, clutter = peer_transform(variant)
     dataset = PerSampleDigits(images, labels, transform, clutter)
-    best: tuple[list[float], int] | None = None
+    best: tuple[WindowRates, int] | None = None
     device = torch.device(args.device)
     for workers in args.workers:
         L.seed_everything(cfg.seed, verbose=False)
@@ -213,41 +187,29 @@ def peer_rates(
             drop_last=True,
             pin_memory=device.type == "cuda",
         )
-        batches = _cycle(loader)
-        rates = _median_rate(
-            lambda step=step, batches=batches: step(*next(batches)),
-            args.warmup,
-            args.windows,
-            wb,
-            device=device,
-        )
-        if best is None or statistics.median(rates) > statistics.median(best[0]):
+        batches = endless(loader)
+        rates = _timed_loop(step, batches, args, wb, device)
+        if best is None or rates.median > best[0].median:
             best = (rates, workers)
         batches.close()
     assert best is not None
     return best
 
 
-def _cycle(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    while True:
-        yield from loader
-
-
-def _window_batches(cfg: DictConfig, dm: Any, args: argparse.Namespace) -> int:
-    """Batches per window: as given, or enough for about two seconds of limit steps."""
+def _window_batches(
+    cfg: DictConfig, dm: Any, args: argparse.Namespace
+) -> tuple[int, WindowRates | None]:
+    """Batches per window: as given, or enough for about two seconds of limit steps; with
+    the rates of that probe run, if one ran."""
     if args.window_batches > 0:
-        return args.window_batches
-    probe = argparse.Namespace(warmup=args.warmup, windows=1, device=args.device)
-    rates = limit_rates(cfg, dm, probe, 2)
-    return max(2, round(2.0 * rates[0] / cfg.data.batch_size))
+        return args.window_batches, None
+    probe_args = argparse.Namespace(warmup=args.warmup, windows=1, device=args.device)
+    probe = limit_rates(cfg, dm, probe_args, 2)
+    return max(2, round(2.0 * probe.median / cfg.data.batch_size)), probe
 
 
 def _device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
-
-
-def _figure(rates: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates)}
 
 
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -277,26 +239,22 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             dm = instantiate(cfg.data)
             dm.prepare_data()
             dm.setup("fit")
-            WARMUP_SECONDS.clear()
-            wb = _window_batches(cfg, dm, args)
-            limit = _figure(limit_rates(cfg, dm, args, wb))
-            ours = _figure(stnlab_rates(cfg.copy(), args, wb, tmp))
-            peer_list, workers = peer_rates(cfg, dm, args, wb, variant)
-            peer = _figure(peer_list)
-            if "limit" in WARMUP_SECONDS:
-                print(
-                    f"  ({name}: {args.warmup} warm-up steps took {WARMUP_SECONDS['limit']:.1f} s)"
-                )
+            wb, probe = _window_batches(cfg, dm, args)
+            limit = limit_rates(cfg, dm, args, wb)
+            ours = stnlab_rates(cfg.copy(), args, wb, tmp)
+            peer, workers = peer_rates(cfg, dm, args, wb, variant)
+            first_warmup = (probe or limit).warmup_seconds  # with any compile time
+            print(f"  ({name}: {args.warmup} warm-up steps took {first_warmup:.1f} s)")
         row = {
-            "limit_samples_per_s": round(limit["median"], 1),
-            "stnlab_samples_per_s": round(ours["median"], 1),
-            "peer_samples_per_s": round(peer["median"], 1),
-            "stnlab_over_limit": round(ours["median"] / limit["median"], 3),
-            "stnlab_over_peer": round(ours["median"] / peer["median"], 3),
+            "limit_samples_per_s": round(limit.median, 1),
+            "stnlab_samples_per_s": round(ours.median, 1),
+            "peer_samples_per_s": round(peer.median, 1),
+            "stnlab_over_limit": round(ours.median / limit.median, 3),
+            "stnlab_over_peer": round(ours.median / peer.median, 3),
         }
         results[name] = row
         span = {
-            k: f"{v['median']:,.0f} ({v['min']:,.0f}–{v['max']:,.0f})"
+            k: f"{v.median:,.0f} ({v.low:,.0f}–{v.high:,.0f})"
             for k, v in (("limit", limit), ("stnlab", ours), ("peer", peer))
         }
         print(

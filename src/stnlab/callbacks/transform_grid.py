@@ -3,51 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
-from torch import Tensor
+
+from stnlab.image_grid import side_by_side
 
 log = logging.getLogger(__name__)
-
-
-def _tile(images: Tensor, cols: int, pad: int) -> Tensor:
-    """``(N, C, H, W)`` in ``[0, 1]`` → one tiled image ``(C, rows·(H+pad)+pad, …)``."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / cols)
-    out = torch.full((c, rows * (h + pad) + pad, cols * (w + pad) + pad), 0.5)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        top, left = pad + r * (h + pad), pad + k * (w + pad)
-        out[:, top : top + h, left : left + w] = images[i]
-    return out
-
-
-def make_grid_image(inputs: Tensor, outputs: Tensor, cols: int | None = None) -> np.ndarray:
-    """Side-by-side grid of ``inputs`` and ``outputs`` (each ``(N, C, H, W)``, in ``[0, 1]``).
-
-    Returns an ``uint8`` array ``(H_grid, W_grid, 3)``: the inputs tiled on the left, the
-    transformed images tiled the same way on the right, split by a white bar. (W&B stores a
-    float image as an all-black PNG, hence uint8.)
-    """
-    n = inputs.shape[0]
-    cols = cols or max(1, math.isqrt(n))
-    pad = 2
-    left = _tile(inputs.detach().float().cpu().clamp(0, 1), cols, pad)
-    right = _tile(outputs.detach().float().cpu().clamp(0, 1), cols, pad)
-    height = max(left.shape[1], right.shape[1])
-    left = torch.nn.functional.pad(left, (0, 0, 0, height - left.shape[1]), value=0.5)
-    right = torch.nn.functional.pad(right, (0, 0, 0, height - right.shape[1]), value=0.5)
-    bar = torch.ones(left.shape[0], height, 4)
-    grid = torch.cat((left, bar, right), dim=2)
-    if grid.shape[0] == 1:
-        grid = grid.expand(3, -1, -1)
-    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
 class TransformGridCallback(L.Callback):
@@ -84,7 +49,6 @@ class TransformGridCallback(L.Callback):
         self.upscale = upscale
         self._warned = False
         self._last_logged_epoch = -1
-        self.written: list[Path] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1  # epochs completed
@@ -120,13 +84,9 @@ class TransformGridCallback(L.Callback):
         self._last_logged_epoch = epoch
         if trainer.global_rank != 0:
             return
-        image = make_grid_image(inputs, outputs)
-        if self.upscale > 1:
-            image = image.repeat(self.upscale, axis=0).repeat(self.upscale, axis=1)
+        image = side_by_side(inputs, outputs, zoom=self.upscale)  # uint8: W&B saves floats black
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        path = self.dirpath / f"epoch_{epoch:03d}.png"
-        Image.fromarray(image).save(path)
-        self.written.append(path)
+        Image.fromarray(image).save(self.dirpath / f"epoch_{epoch:03d}.png")
         caption = f"epoch {epoch}: inputs (left) → transformed (right)"
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -4,11 +4,16 @@ A transform family turns a parameter vector θ of shape ``(B, P)`` into a sampli
 shape ``(B, H, W, 2)`` in normalised coordinates; :func:`sample` reads an image at that
 grid. The same code warps clean digits into distorted ones and distorted inputs back.
 
+Modules, bottom to top: ``grids`` (the coordinate convention, identity and 3×3-warp grids),
+``fields`` (dense displacement grids), ``transforms`` (the families), ``sampler``
+(reading images at a grid or a family's θ).
+
 This package imports nothing else from stnlab and knows nothing of Lightning.
 """
 
 from stnlab.geometry.fields import displacement_grid, smooth_displacement
-from stnlab.geometry.sampler import ALIGN_CORNERS, base_grid, grid_coverage, sample, warp
+from stnlab.geometry.grids import ALIGN_CORNERS, base_grid, grid_coverage, matrix_grid
+from stnlab.geometry.sampler import sample, warp
 from stnlab.geometry.transforms import (
     FAMILIES,
     AffineTransform,
@@ -20,7 +25,6 @@ from stnlab.geometry.transforms import (
     TranslationTransform,
     homography_from_points,
     make_family,
-    matrix_grid,
     placement_theta,
 )
 

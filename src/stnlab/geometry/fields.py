@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stnlab.geometry.sampler import base_grid
+from stnlab.geometry.grids import base_grid
 
 
 def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -24,6 +24,11 @@ def smooth_displacement(noise: Tensor, sigma: float, alpha: float) -> Tensor:
     Simard et al. (2003)'s elastic distortion: ``noise`` ``(B, 2, H, W)`` uniform in
     ``[-1, 1]`` is blurred with a Gaussian of ``sigma`` pixels (separable, zero padding)
     and scaled by ``alpha`` pixels. Returns ``(B, 2, H, W)`` = (dx, dy) per pixel.
+
+    >>> noise = torch.ones(1, 2, 9, 9)
+    >>> field = smooth_displacement(noise, sigma=1.0, alpha=3.0)
+    >>> field.shape, round(field[0, 0, 4, 4].item(), 4)  # the kernel sums to 1: alpha away
+    (torch.Size([1, 2, 9, 9]), 3.0)
     """
     kernel = _gaussian_kernel(sigma, noise.device, noise.dtype)
     k = kernel.numel()
@@ -36,7 +41,15 @@ def smooth_displacement(noise: Tensor, sigma: float, alpha: float) -> Tensor:
 
 
 def displacement_grid(displacement_px: Tensor) -> Tensor:
-    """Sampling grid ``(B, H, W, 2)`` that reads pixel ``p + d(p)`` for ``d`` ``(B, 2, H, W)``."""
+    """Sampling grid ``(B, H, W, 2)`` that reads pixel ``p + d(p)`` for ``d`` ``(B, 2, H, W)``.
+
+    >>> torch.equal(displacement_grid(torch.zeros(1, 2, 3, 4))[0], base_grid(3, 4))
+    True
+    >>> one_right = torch.zeros(1, 2, 1, 4)
+    >>> one_right[:, 0] = 1.0  # every pixel reads its right neighbour: +2/W in x
+    >>> displacement_grid(one_right)[0, 0, :, 0]
+    tensor([-0.2500,  0.2500,  0.7500,  1.2500])
+    """
     _, _, height, width = displacement_px.shape
     grid = base_grid(height, width, device=displacement_px.device, dtype=displacement_px.dtype)
     scale = torch.tensor([2.0 / width, 2.0 / height], device=grid.device, dtype=grid.dtype)

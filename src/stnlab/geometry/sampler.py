@@ -1,42 +1,15 @@
-"""Normalised sampling grids and the bilinear sampler.
+"""The bilinear sampler: read images at a sampling grid, or at a transform family's θ.
 
-Coordinates are normalised to ``[-1, 1]`` across the image with ``align_corners=False``:
-the centre of pixel ``j`` in a row of ``W`` pixels sits at ``x = (2j + 1) / W - 1`` and the
-image's outer edges at ``±1``. :data:`ALIGN_CORNERS` is the one place this is decided; every
-grid built here and every call of ``grid_sample`` uses it.
+Grids follow the convention of :mod:`stnlab.geometry.grids` (:data:`ALIGN_CORNERS`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from stnlab.geometry.transforms import TransformFamily
-
-ALIGN_CORNERS = False
-
-
-def base_grid(
-    height: int,
-    width: int,
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Identity sampling grid ``(H, W, 2)`` holding ``(x, y)`` of every output pixel centre.
-
-    >>> base_grid(1, 2)
-    tensor([[[-0.5000,  0.0000],
-             [ 0.5000,  0.0000]]])
-    """
-    xs = (torch.arange(width, device=device, dtype=dtype) * 2 + 1) / width - 1
-    ys = (torch.arange(height, device=device, dtype=dtype) * 2 + 1) / height - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack((gx, gy), dim=-1)
+from stnlab.geometry.grids import ALIGN_CORNERS
+from stnlab.geometry.transforms import TransformFamily
 
 
 def sample(
@@ -50,6 +23,14 @@ def sample(
 
     Points outside the image read as zero (``padding_mode="zeros"``), which is the
     background when images are in ``[0, 1]`` with a black background.
+
+    >>> import torch
+    >>> from stnlab.geometry.grids import base_grid
+    >>> images = torch.arange(6.0).view(1, 1, 2, 3)
+    >>> torch.allclose(sample(images, base_grid(2, 3)[None]), images, atol=1e-6)
+    True
+    >>> sample(images, torch.full((1, 1, 1, 2), 3.0))  # far outside: padding
+    tensor([[[[0.]]]])
     """
     if grid.dtype != images.dtype:
         grid = grid.to(images.dtype)
@@ -69,19 +50,18 @@ def warp(
     """Warp ``images`` ``(B, C, H_in, W_in)`` by ``theta`` ``(B, P)`` of ``family``.
 
     Returns ``(B, C, H, W)`` with ``(H, W) = size`` (default: the input size).
+
+    >>> import torch
+    >>> from stnlab.geometry.transforms import TranslationTransform
+    >>> images = torch.rand(2, 1, 8, 8)
+    >>> family = TranslationTransform()
+    >>> same = warp(images, family, family.identity().expand(2, -1))
+    >>> bool((same - images).abs().max() < 1e-6)
+    True
+    >>> warp(images, family, torch.zeros(2, 2), (4, 6)).shape
+    torch.Size([2, 1, 4, 6])
     """
     if size is None:
         size = (images.shape[-2], images.shape[-1])
     grid = family.grid(theta, size)
     return sample(images, grid, padding_mode=padding_mode)
-
-
-def grid_coverage(grid: Tensor) -> Tensor:
-    """Fraction of output pixels whose sampling point lies inside the input: ``(B,)``.
-
-    ``grid`` is ``(B, H, W, 2)`` in normalised coordinates. 1 means the output shows input
-    everywhere (zooming in, or the identity); near 0 means the output is almost all
-    padding, the signature of a transformer that zoomed or slid its input out of view.
-    """
-    inside = (grid.detach().abs() <= 1.0).all(dim=-1)
-    return inside.flatten(1).float().mean(dim=1)

@@ -6,13 +6,12 @@ generator ``T_θ(G)``): the identity θ copies the input, a θ that scales by 0.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 from torch import Tensor, nn
 
-from stnlab.geometry.sampler import base_grid
+from stnlab.geometry.grids import affine_grid, base_grid, matrix_grid
 
 
 class TransformFamily(nn.Module):
@@ -51,7 +50,28 @@ class TransformFamily(nn.Module):
         return f"num_params={self.num_params}"
 
 
-class AffineTransform(TransformFamily):
+def _homogeneous(mat: Tensor) -> Tensor:
+    """``(B, 2, 3)`` → ``(B, 3, 3)`` with last row ``[0, 0, 1]``."""
+    last = torch.zeros_like(mat[:, :1, :])
+    last[..., 2] = 1.0
+    return torch.cat((mat, last), dim=1)
+
+
+class _AffineFamily(TransformFamily):
+    """A family whose θ maps to a 2×3 affine matrix: its grid and 3×3 form follow from it."""
+
+    def matrix(self, theta: Tensor) -> Tensor:
+        """θ ``(B, P)`` → matrix ``(B, 2, 3)``."""
+        raise NotImplementedError
+
+    def to_matrix(self, theta: Tensor) -> Tensor:
+        return _homogeneous(self.matrix(theta))
+
+    def grid(self, theta: Tensor, size: tuple[int, int]) -> Tensor:
+        return affine_grid(self.matrix(theta), size)
+
+
+class AffineTransform(_AffineFamily):
     """General 2-D affine warp, θ = the 2×3 matrix ``[[a, b, tx], [c, d, ty]]`` row-major.
 
     >>> family = AffineTransform()
@@ -73,35 +93,9 @@ class AffineTransform(TransformFamily):
         self.check_theta(theta)
         return theta.view(-1, 2, 3)
 
-    def to_matrix(self, theta: Tensor) -> Tensor:
-        return _homogeneous(self.matrix(theta))
 
-    def grid(self, theta: Tensor, size: tuple[int, int]) -> Tensor:
-        return _affine_grid(self.matrix(theta), size)
-
-
-def _homogeneous(mat: Tensor) -> Tensor:
-    """``(B, 2, 3)`` → ``(B, 3, 3)`` with last row ``[0, 0, 1]``."""
-    last = torch.zeros_like(mat[:, :1, :])
-    last[..., 2] = 1.0
-    return torch.cat((mat, last), dim=1)
-
-
-def _affine_grid(mat: Tensor, size: tuple[int, int]) -> Tensor:
-    """Grid ``(B, H, W, 2)`` of an affine ``mat`` ``(B, 2, 3)``: what ``F.affine_grid`` gives
-    (same pixel centres, ``ALIGN_CORNERS``), from cached points: 2-3× faster on CPU."""
-    height, width = size
-    # Under torch.compile / torch.export the points are built in the graph: a cached tensor
-    # made while tracing would be a fake one, and would poison later eager calls.
-    points = (
-        _homogeneous_points.__wrapped__ if torch.compiler.is_compiling() else _homogeneous_points
-    )
-    homog = points(height, width, mat.device, mat.dtype)  # (1, H·W, 3)
-    return (homog @ mat.transpose(1, 2)).view(-1, height, width, 2)
-
-
-class _ConstrainedAffine(TransformFamily):
-    """An affine sub-family whose θ maps to a 2×3 matrix, with optional bounds.
+class _ConstrainedAffine(_AffineFamily):
+    """An affine sub-family with optional bounds on its translation and scale.
 
     Args:
         max_translation: bound |tx|, |ty| to this (normalised units) via ``tanh``; None = free.
@@ -138,15 +132,6 @@ class _ConstrainedAffine(TransformFamily):
         p = (1.0 - low) / (high - low)
         return low + (high - low) * torch.sigmoid(raw - 1.0 + math.log(p / (1 - p)))
 
-    def matrix(self, theta: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def to_matrix(self, theta: Tensor) -> Tensor:
-        return _homogeneous(self.matrix(theta))
-
-    def grid(self, theta: Tensor, size: tuple[int, int]) -> Tensor:
-        return _affine_grid(self.matrix(theta), size)
-
     def extra_repr(self) -> str:
         return (
             f"num_params={self.num_params}, max_translation={self.max_translation}, "
@@ -155,7 +140,14 @@ class _ConstrainedAffine(TransformFamily):
 
 
 class TranslationTransform(_ConstrainedAffine):
-    """Shift only: θ = ``(tx, ty)`` in normalised units."""
+    """Shift only: θ = ``(tx, ty)`` in normalised units.
+
+    >>> TranslationTransform().matrix(torch.tensor([[0.5, -0.25]]))
+    tensor([[[ 1.0000,  0.0000,  0.5000],
+             [ 0.0000,  1.0000, -0.2500]]])
+    >>> TranslationTransform(max_translation=0.3).matrix(torch.tensor([[100.0, 0.0]]))[0, 0, 2]
+    tensor(0.3000)
+    """
 
     name = "translation"
     num_params = 2
@@ -172,7 +164,13 @@ class TranslationTransform(_ConstrainedAffine):
 
 
 class AttentionTransform(_ConstrainedAffine):
-    """Isotropic scale and shift (the paper's "attention"): θ = ``(s, tx, ty)``."""
+    """Isotropic scale and shift (the paper's "attention"): θ = ``(s, tx, ty)``.
+
+    >>> family = AttentionTransform(scale_range=(0.5, 2.0))
+    >>> family.matrix(family.identity()[None])  # the bounds keep the identity exact
+    tensor([[[1., 0., 0.],
+             [0., 1., 0.]]])
+    """
 
     name = "attention"
     num_params = 3
@@ -191,6 +189,11 @@ class SimilarityTransform(_ConstrainedAffine):
     """Rotation, isotropic scale and shift: θ = ``(angle, s, tx, ty)``, angle in radians.
 
     An output point ``p`` reads the input at ``s · R(angle) · p + t``.
+
+    >>> quarter_turn = torch.tensor([[math.pi / 2, 1.0, 0.0, 0.0]])
+    >>> SimilarityTransform().matrix(quarter_turn).round(decimals=4).abs()
+    tensor([[[0., 1., 0.],
+             [1., 0., 0.]]])
     """
 
     name = "similarity"
@@ -238,37 +241,6 @@ class ProjectiveTransform(TransformFamily):
         return matrix_grid(self.matrix(theta), size)
 
 
-@functools.lru_cache(maxsize=32)
-def _homogeneous_points(
-    height: int, width: int, device: torch.device, dtype: torch.dtype
-) -> Tensor:
-    """Output pixel centres ``(1, H·W, 3)`` as ``(x, y, 1)``: built once per size (read-only)."""
-    points = base_grid(height, width, device=device, dtype=dtype)
-    return torch.cat((points, torch.ones_like(points[..., :1])), dim=-1).view(1, -1, 3)
-
-
-def matrix_grid(mat: Tensor, size: tuple[int, int]) -> Tensor:
-    """Sampling grid ``(B, H, W, 2)`` of a 3×3 warp ``mat`` ``(B, 3, 3)`` (affine or projective).
-
-    Output points on or beyond the horizon (w <= 0) have no preimage in front of the
-    camera; dividing would fold a mirrored copy of the image onto them, so they are sent
-    outside the image, where the sampler reads padding.
-    """
-    height, width = size
-    # Under torch.compile / torch.export the points are built in the graph: a cached tensor
-    # made while tracing would be a fake one, and would poison later eager calls.
-    points = (
-        _homogeneous_points.__wrapped__ if torch.compiler.is_compiling() else _homogeneous_points
-    )
-    homog = points(height, width, mat.device, mat.dtype)  # (1, H·W, 3)
-    mapped = homog @ mat.transpose(1, 2)  # (B, H·W, 3)
-    denom = mapped[..., 2:]
-    behind = denom <= 1e-6
-    points = mapped[..., :2] / torch.where(behind, torch.ones_like(denom), denom)
-    points = torch.where(behind, torch.full_like(points, 2.0), points)
-    return points.view(-1, height, width, 2)
-
-
 def homography_from_points(src: Tensor, dst: Tensor) -> Tensor:
     """θ ``(B, 8)`` of the homography taking points ``src`` to ``dst`` (each ``(B, 4, 2)``).
 
@@ -303,6 +275,13 @@ class TPSTransform(TransformFamily):
     Args:
         grid_size: control points per side (4 → K = 16, the paper's setting).
         span: control points cover ``[-span, span]²`` in normalised coordinates.
+
+    >>> tps = TPSTransform(grid_size=4)
+    >>> tps.num_params, tps.identity().shape
+    (32, torch.Size([32]))
+    >>> grid = tps.grid(tps.identity()[None], (6, 6))
+    >>> bool((grid[0] - base_grid(6, 6)).abs().max() < 1e-5)
+    True
     """
 
     name = "tps"
@@ -371,7 +350,13 @@ FAMILIES: dict[str, type[TransformFamily]] = {
 
 
 def make_family(name: str, **kwargs: object) -> TransformFamily:
-    """Build a transform family by name, e.g. ``make_family("tps", grid_size=4)``."""
+    """Build a transform family by name, e.g. ``make_family("tps", grid_size=4)``.
+
+    >>> make_family("affine")
+    AffineTransform(num_params=6)
+    >>> make_family("tps", grid_size=3).num_params
+    18
+    """
     try:
         return FAMILIES[name](**kwargs)
     except KeyError:
