@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from stnlab.errors import ConfigError, StnlabError
+from stnlab.errors import ConfigError, exit_on_user_error
 from stnlab.inference import predict_files
 
 log = logging.getLogger("stnlab.predict")
@@ -18,7 +17,7 @@ log = logging.getLogger("stnlab.predict")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Print one line per image; write predictions.csv and the images in the run folder."""
-    try:
+    with exit_on_user_error(log):
         for key in ("ckpt_path", "input"):
             if cfg.get(key) in (None, "", "???"):
                 raise ConfigError(f"{key} is required: python src/predict.py ckpt_path=… input=…")
@@ -26,9 +25,6 @@ def main(cfg: DictConfig) -> None:
         for row in predict_files(cfg.ckpt_path, cfg.input, out, str(cfg.invert).lower()):
             print(f"{row['file']}\t{row['predicted']}\t{row['probability']:.3f}")
         log.info("wrote predictions.csv and the transformed images in %s", out)
-    except StnlabError as err:
-        log.error("%s", err)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,18 +12,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, open_dict
 
+from stnlab.data.distortions import RandomSimilarity
 from stnlab.errors import CheckpointError, ConfigError
-from stnlab.tasks import train
-from stnlab.validation import check_batch_split, process_count, validate_config
+from stnlab.tasks import robustness, train
+from stnlab.validation import (
+    check_batch_split,
+    check_range,
+    check_writable,
+    process_count,
+    validate_config,
+)
 
 MakeCfg = Callable[..., DictConfig]
 
 
 def _fails(make_cfg: MakeCfg, *overrides: str, match: str) -> ConfigError:
-    cfg = make_cfg("model=stn_cnn", "debug=fdr", *overrides)
+    return _fails_cfg(make_cfg("model=stn_cnn", "debug=fdr", *overrides), match=match)
+
+
+def _fails_cfg(cfg: DictConfig, match: str) -> ConfigError:
     with pytest.raises(ConfigError, match=match) as info:
         train(cfg)
     # The run folder says why it failed (sweep summaries read this).
@@ -143,18 +154,125 @@ def test_output_dir_that_cannot_be_written(make_cfg: MakeCfg, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("override", "match"),
     [
-        ("seed=-1", r"seed=-1 must be a non-negative integer"),
+        ("seed=-1", r"seed=-1 must be an integer in \[0, 4294967295\]"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be a positive integer"),
         ("optimized_metric=val/acc_bst", r"Did you mean val/acc_best\?"),
         ("data.dataset=kmnist", r"data.dataset='kmnist' is unknown; valid: \["),
-        ("data.batch_size=0", r"batch sizes must be positive, got batch_size=0"),
-        ("model.loc_lr_mult=-1", r"^model.loc_lr_mult must be >= 0, got -1"),
+        ("data.batch_size=0", r"^data.batch_size=0 must be an integer >= 1"),
+        ("model.loc_lr_mult=-1", r"^model.loc_lr_mult=-1 must be a finite number >= 0"),
         ("data.val_size=100000", r"data.val_size=100000 must be between 1 and 599"),
         ("callbacks.collapse.min_coverage=2", r"min_coverage must be in \[0, 1\), got 2"),
     ],
 )
 def test_out_of_range_values(make_cfg: MakeCfg, override: str, match: str) -> None:
     _fails(make_cfg, override, match=match)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (
+            ["data.batch_size=1.5"],
+            r"^data.batch_size=1.5 must be an integer, e.g. data.batch_size=256",
+        ),
+        (["data.eval_batch_size=1.5"], r"^data.eval_batch_size=1.5 must be an integer"),
+        (["data.batch_size=abc"], r"^data.batch_size='abc' must be an integer"),
+        (["data.pin_memory=3"], r"^data.pin_memory=3 must be true or false"),
+        (
+            ["data=rts", "data.distortion.scale=0.5"],
+            r"^data.distortion.scale=0.5 must be a list of 2 numbers, e.g. .*=\[1.0, 1.0\]",
+        ),
+        (
+            ["data=rts", "data.distortion.scale=[0.5]"],
+            r"^data.distortion: scale must be \(low, high\) with 0 < low <= high, got \[0.5\]",
+        ),
+        (["data.canvas_size=-5"], r"^data.canvas_size=-5 must be an integer >= 1 \(pixels\)"),
+        (["data.num_workers=-1"], r"^data.num_workers=-1 must be an integer >= 0 \(0: batches"),
+        (["seed=4294967296"], r"^seed=4294967296 must be an integer in \[0, 4294967295\]"),
+        (["seed=1.5"], r"^seed=1.5 must be an integer"),
+        (["model.optimizer.lr=-1"], r"^model.optimizer.lr=-1 must be a finite number > 0, e.g."),
+        (["model.optimizer.momentum=-1"], r"^model.optimizer.momentum=-1 .* in \[0, 1\)"),
+        (
+            ["model/optimizer=adamw", "+model.optimizer.betas=[0.9,1.5]"],
+            r"^model.optimizer.betas\[1\]=1.5 must be a finite number in \[0, 1\)",
+        ),
+        (["trainer.max_epochs=1.5"], r"^trainer.max_epochs=1.5 must be a positive integer"),
+    ],
+)
+def test_wrong_types_and_values_name_the_key_and_what_is_valid(
+    make_cfg: MakeCfg, overrides: list[str], match: str
+) -> None:
+    _fails(make_cfg, *overrides, match=match)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.loc_lr_mult=nan",  # trained to NaN and exited 0 before
+        "data.distortion.max_angle=nan",  # was blamed on the learning rate
+        "data.distortion.max_angle=inf",
+        "model.optimizer.lr=inf",
+        "budget=inf",
+        "callbacks.collapse.min_coverage=nan",
+    ],
+)
+def test_nan_and_infinity_are_rejected_wherever_they_are(make_cfg: MakeCfg, override: str) -> None:
+    key, value = override.split("=")
+    _fails(make_cfg, override, match=rf"^{key}={value} is not a finite number")
+
+
+def test_non_finite_values_fail_every_range_check() -> None:
+    for value in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ConfigError, match="must be a finite number"):
+            check_range("x", value)
+    with pytest.raises(ValueError, match="max_angle and max_shift must be finite"):
+        RandomSimilarity(max_angle=float("nan"))
+
+
+def test_gpu_trainer_without_a_gpu_says_how_to_run_on_the_cpu(
+    make_cfg: MakeCfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = str(
+        _fails(
+            make_cfg, "trainer=gpu", match=r"^trainer.accelerator=gpu, but this machine has no GPU"
+        )
+    )
+    assert "trainer=cpu" in message and "trainer.accelerator=cpu" in message
+
+
+def test_read_only_checkpoint_folder_fails_at_start_up(
+    make_cfg: MakeCfg, tmp_path: Path, read_only: Callable[[Path], None]
+) -> None:
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    read_only(folder)
+    cfg = make_cfg("debug=limit", f"callbacks.model_checkpoint.dirpath={folder}")
+    _fails_cfg(
+        cfg, match=rf"^callbacks.model_checkpoint.dirpath={folder} cannot be written .*Read-only"
+    )
+    assert list(folder.iterdir()) == []
+    assert not (Path(cfg.paths.output_dir) / "metrics.json").exists()  # no epoch was trained
+
+
+def test_a_checkpoint_folder_checked_at_start_up_is_not_left_behind(tmp_path: Path) -> None:
+    check_writable(tmp_path / "a" / "b", "callbacks.x.dirpath", keep=False)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"dirpath=.*/file is a file, not a folder"):
+        check_writable(tmp_path / "file", "callbacks.x.dirpath")
+
+
+def test_robustness_rejects_non_finite_and_fractional_settings(
+    make_task_cfg: Callable[..., DictConfig],
+) -> None:
+    for override, match in (
+        ("angle.start=nan", r"^angle.start=nan is not a finite number"),
+        ("num_samples=1.5", r"^num_samples=1.5 must be an integer >= 1"),
+    ):
+        cfg = make_task_cfg("robustness", "ckpts=[never-read.ckpt]", override)
+        with pytest.raises(ConfigError, match=match):
+            robustness(cfg)
 
 
 def test_ckpt_path_that_does_not_exist(make_cfg: MakeCfg, tmp_path: Path) -> None:
@@ -174,23 +292,45 @@ def test_validation_runs_before_any_work(make_cfg: MakeCfg, tmp_path: Path) -> N
     assert not (tmp_path / "no-data-here").exists()
 
 
-def test_cli_prints_the_message_without_a_traceback(tmp_path: Path) -> None:
+ROOT = Path(__file__).resolve().parents[1]
+# (command after `python`, the line the user sees); {tmp} is the test's folder.
+CLI_CASES = {
+    "train-run-dir": (
+        ["src/train.py", "debug=fdr", "hydra.run.dir={tmp}/a-file/run"],
+        "Error: hydra.run.dir=",
+    ),
+    "train-typo": (
+        ["src/train.py", "debug=fdr", "+data.distortion.max_angel=30"],
+        "Did you mean data.distortion.max_angle?",
+    ),
+    "train-type": (
+        ["src/train.py", "debug=fdr", "data.batch_size=1.5"],
+        "data.batch_size=1.5 must be an integer",
+    ),
+    "gallery": (["src/gallery.py", "num_samples=-4"], "num_samples=-4 must be an integer >= 1"),
+    "bench": (
+        ["-m", "stnlab.bench", "data", "--override", "data.batch_size=abc"],
+        "error: data.batch_size='abc' must be an integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_cli_prints_one_line_without_a_traceback(case: str, tmp_path: Path) -> None:
+    """Every kind of entry point: status 1, the message on stderr, no traceback."""
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
-    blocker = tmp_path / "a-file"
-    blocker.write_text("x")
-    env = {"WANDB_MODE": "offline", "PATH": "/usr/bin:/bin"}
-    base = [sys.executable, str(root / "src" / "train.py"), "debug=fdr"]
-    cases = {
-        f"hydra.run.dir={blocker / 'run'}": "Error: hydra.run.dir=",
-        "+data.distortion.max_angel=30": "Did you mean data.distortion.max_angle?",
-    }
-    for override, expected in cases.items():
-        extra = [] if override.startswith("hydra") else [f"hydra.run.dir={tmp_path / 'ok'}"]
-        proc = subprocess.run(
-            [*base, override, *extra], capture_output=True, text=True, env=env, timeout=300
-        )
-        assert proc.returncode == 1, proc.stderr[-2000:]
-        assert expected in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "a-file").write_text("x")
+    args, expected = CLI_CASES[case]
+    args = [a.format(tmp=tmp_path) for a in args]
+    if args[0].startswith("src/") and not any(a.startswith("hydra.run.dir") for a in args):
+        args.append(f"hydra.run.dir={tmp_path / 'run'}")
+    env = {"WANDB_MODE": "offline", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert expected.format(tmp=tmp_path) in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert (tmp_path / "a-file").read_text() == "x"  # nothing was overwritten

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from stnlab.callbacks.health import last_checkpoint_hint
 from stnlab.errors import NonFiniteLossError
 from stnlab.models import STNClassifier
+from stnlab.validation import check_range
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:
@@ -65,10 +66,10 @@ class STNLitModule(L.LightningModule):
             raise ValueError(
                 f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
-        if loc_lr_mult < 0:
-            raise ValueError(f"model.loc_lr_mult must be >= 0, got {loc_lr_mult}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        check_range(
+            "model.loc_lr_mult", loc_lr_mult, minimum=0, hint=" (0 freezes the localisation net)"
+        )
+        check_range("model.label_smoothing", label_smoothing, minimum=0, below=1)
         # The factories stay out of hparams: they are not plain data and would make the
         # checkpoint unloadable with weights_only=True. The checkpoint carries the resolved
         # config instead (``stnlab_config``).

@@ -30,7 +30,7 @@ from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_ru
 from stnlab.data.sources import load_split
 from stnlab.errors import ConfigError
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
-from stnlab.validation import instantiate_checked, validate_config
+from stnlab.validation import check_finite, check_range, instantiate_checked, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +265,8 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     with recorded_task(output_dir):
         if cfg.get("ckpt_path") in (None, "", "???"):
             raise ConfigError("ckpt_path is required: python src/eval.py ckpt_path=<file.ckpt>")
+        check_finite(cfg)
+        check_range("batch_size", cfg.get("batch_size", 256), integer=True, minimum=1)
         device = resolve_device(str(cfg.get("device", "auto")))
         variants = cfg.get("variants", "fitting")
         if not isinstance(variants, str):
@@ -323,6 +325,9 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
         ckpts = cfg.get("ckpts")
         if ckpts in (None, "", "???") or len(ckpts) == 0:
             raise ConfigError("ckpts is required: python src/robustness.py ckpts=[a.ckpt,b.ckpt]")
+        check_finite(cfg)
+        for key in ("num_samples", "batch_size"):
+            check_range(key, cfg.get(key), integer=True, minimum=1)
         factors = cfg.get("factors", robust.FACTORS)
         factors = [factors] if isinstance(factors, str) else list(factors)
         unknown = [f for f in factors if f not in robust.FACTORS]
@@ -341,8 +346,6 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
             cfg.paths.data_dir, datasets.pop(), "test", allow_fetch=bool(cfg.allow_fetch)
         )
         n = int(cfg.num_samples)
-        if n <= 0:
-            raise ConfigError(f"num_samples={n} must be positive")
         digits = (images[:n].unsqueeze(1) if images.ndim == 3 else images[:n]).float() / 255
         labels = labels[:n]
         grids = {}

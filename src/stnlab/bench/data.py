@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, v2
 
 import stnlab.config  # noqa: F401  (registers resolvers)
+from stnlab.validation import check_finite, check_targets, instantiate_checked
 
 VARIANTS = ["rotated", "rts", "projective", "elastic", "translated", "cluttered"]
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -93,7 +93,9 @@ def stnlab_datamodule(
         cfg = compose("train", overrides=extra)
     with open_dict(cfg):
         cfg.data.root = str(Path(data_dir).resolve())
-    dm = instantiate(cfg.data)
+    check_finite(cfg.data, "data")
+    check_targets(cfg)
+    dm = instantiate_checked(cfg.data, "data")
     dm.prepare_data()
     dm.setup("fit")
     return dm

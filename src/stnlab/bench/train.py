@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from stnlab.bench.data import CONF_DIR, PerSampleDigits, add_config_arguments, peer_transform
+from stnlab.validation import instantiate_checked, validate_config
 
 CASES: dict[str, list[str]] = {
     "stn_cnn/rts": ["model=stn_cnn", "data=rts"],
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compose_case(overrides: list[str], data_dir: str, output_dir: str) -> DictConfig:
-    """``conf/train.yaml`` with ``overrides``, as ``src/train.py`` would compose it."""
+    """``conf/train.yaml`` with ``overrides``, as ``src/train.py`` would compose and check it."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
@@ -71,6 +71,7 @@ def compose_case(overrides: list[str], data_dir: str, output_dir: str) -> DictCo
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
+    validate_config(cfg)
     return cfg
 
 
@@ -163,7 +164,7 @@ def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> 
     """Plain loop over pre-rendered canvases already on the device."""
     device = torch.device(getattr(args, "device", "cpu"))
     L.seed_everything(cfg.seed, verbose=False)
-    step = _train_step(instantiate(cfg.model), device)
+    step = _train_step(instantiate_checked(cfg.model, "model"), device)
     images, labels = dm.train_set.tensors
     gen = torch.Generator().manual_seed(0)
     batches = []
@@ -217,7 +218,7 @@ def peer_rates(
     device = torch.device(args.device)
     for workers in args.workers:
         L.seed_everything(cfg.seed, verbose=False)
-        step = _train_step(instantiate(cfg.model), device)
+        step = _train_step(instantiate_checked(cfg.model, "model"), device)
         loader = DataLoader(
             dataset,
             batch_size=cfg.data.batch_size,
@@ -288,7 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 args.data_dir,
                 tmp,
             )
-            dm = instantiate(cfg.data)
+            dm = instantiate_checked(cfg.data, "data")
             dm.prepare_data()
             dm.setup("fit")
             WARMUP_SECONDS.clear()
