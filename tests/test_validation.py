@@ -7,18 +7,24 @@ One test per class of mistake; each asserts the message a user sees. Data-file p
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, open_dict
 
+from stnlab import checkpoints
+from stnlab.checkpoints import read_checkpoint
 from stnlab.data.distortions import RandomSimilarity
-from stnlab.errors import CheckpointError, ConfigError
-from stnlab.tasks import robustness, train
+from stnlab.errors import CheckpointError, ConfigError, StorageError
+from stnlab.tasks import evaluate, robustness, train
 from stnlab.validation import (
     check_batch_split,
     check_range,
@@ -263,6 +269,49 @@ def test_a_checkpoint_folder_checked_at_start_up_is_not_left_behind(tmp_path: Pa
         check_writable(tmp_path / "file", "callbacks.x.dirpath")
 
 
+def test_full_disk_names_the_file_and_keeps_earlier_checkpoints(
+    make_cfg: MakeCfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_cfg("model=stn_cnn", "debug=limit", "callbacks.transform_grid.every_n_epochs=5")
+    folder = Path(cfg.callbacks.model_checkpoint.dirpath)
+    real_save, saves = torch.save, []
+
+    def save_until_the_disk_is_full(obj: object, f: Any, *args: Any, **kwargs: Any) -> None:
+        saves.append(f.name)
+        if len(saves) > 2:  # epoch 0 wrote best and last; epoch 1 finds the disk full
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints.torch, "save", save_until_the_disk_is_full)
+    with pytest.raises(StorageError) as info:
+        train(cfg)
+    message = str(info.value)
+    assert re.search(rf"could not write the checkpoint {folder}/\w+.ckpt \(No space left", message)
+    assert f"earlier checkpoints in {folder} are intact (best.ckpt, last.ckpt)" in message
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temp file
+    assert read_checkpoint(folder / "last.ckpt")["epoch"] == 0
+    failure = json.loads((Path(cfg.paths.output_dir) / "failure.json").read_text())
+    assert failure["error"] == "StorageError"
+
+
+def test_ckpt_path_that_is_a_folder_lists_its_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(
+        CheckpointError, match=r"is a folder, not a checkpoint file; pass one .*last"
+    ):
+        read_checkpoint(tmp_path)
+
+
+def test_eval_with_ckpt_path_auto_says_a_file_is_needed(
+    make_task_cfg: Callable[..., DictConfig],
+) -> None:
+    cfg = make_task_cfg("eval", "ckpt_path=auto")
+    with pytest.raises(CheckpointError, match=r"^ckpt_path=auto resumes a training run's own"):
+        evaluate(cfg)
+
+
 def test_robustness_rejects_non_finite_and_fractional_settings(
     make_task_cfg: Callable[..., DictConfig],
 ) -> None:
@@ -306,6 +355,14 @@ CLI_CASES = {
     "train-type": (
         ["src/train.py", "debug=fdr", "data.batch_size=1.5"],
         "data.batch_size=1.5 must be an integer",
+    ),
+    "eval-auto": (
+        ["src/eval.py", "ckpt_path=auto", "logger=csv"],
+        "ckpt_path=auto resumes a training run's own last.ckpt",
+    ),
+    "export-folder": (
+        ["src/export.py", "ckpt_path=x.ckpt", "output={tmp}"],
+        "output={tmp} is a folder; name the file to write",
     ),
     "gallery": (["src/gallery.py", "num_samples=-4"], "num_samples=-4 must be an integer >= 1"),
     "bench": (
