@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from stnlab.errors import ConfigError, StnlabError
+from stnlab.errors import ConfigError, exit_on_user_error
 from stnlab.prediction import MIN_INK_SPAN, NO_INK, predict_files
 
 log = logging.getLogger("stnlab.predict")
@@ -23,7 +22,7 @@ def main(cfg: DictConfig) -> None:
     if every image is blank (each is flagged); 1 if the options are wrong or a file cannot
     be read as an image.
     """
-    try:
+    with exit_on_user_error(log):
         for key in ("ckpt_path", "input"):
             if cfg.get(key) in (None, "", "???"):
                 raise ConfigError(f"{key} is required: python src/predict.py ckpt_path=… input=…")
@@ -41,9 +40,6 @@ def main(cfg: DictConfig) -> None:
         if blank:
             log.warning("%d of %d images have no ink and got no class", blank, len(rows))
         log.info("wrote predictions.csv and the transformed images in %s", out)
-    except StnlabError as err:
-        log.error("%s", err)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from stnlab.analysis.report import build_report
-from stnlab.errors import ConfigError, StnlabError
+from stnlab.errors import ConfigError, exit_on_user_error
 
 log = logging.getLogger("stnlab.report")
 
@@ -18,7 +17,7 @@ log = logging.getLogger("stnlab.report")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
 def main(cfg: DictConfig) -> None:
     """Write ``report.md``, ``report.csv`` and ``report.png`` in the run folder."""
-    try:
+    with exit_on_user_error(log):
         runs = cfg.get("runs")
         if runs in (None, "", "???"):
             raise ConfigError("runs is required: python src/report.py runs=[<run or sweep dir>]")
@@ -27,9 +26,6 @@ def main(cfg: DictConfig) -> None:
         build_report(runs, out, cfg.get("title", ""))
         print((out / "report.md").read_text())
         log.info("wrote report.md, report.csv and report.png in %s", out)
-    except StnlabError as err:
-        log.error("%s", err)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

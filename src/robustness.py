@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from stnlab.errors import StnlabError
+from stnlab.errors import exit_on_user_error
 from stnlab.tasks import robustness
 
 log = logging.getLogger("stnlab.robustness")
@@ -17,11 +16,8 @@ log = logging.getLogger("stnlab.robustness")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="robustness")
 def main(cfg: DictConfig) -> None:
     """Write ``robustness.csv`` and ``robustness.png`` in the run folder and log them."""
-    try:
+    with exit_on_user_error(log):
         robustness(cfg)
-    except StnlabError as err:
-        log.error("%s", err)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from stnlab.errors import StnlabError
+from stnlab.errors import user_error_message
 from stnlab.launching import ddp_job_scope
 from stnlab.tasks import train
 
@@ -29,24 +29,28 @@ def main(cfg: DictConfig) -> float | None:
     In a multirun a failing job is logged, recorded in its ``failure.json`` and returns
     ``None``, so the other jobs go on and an Optuna search records the trial as failed
     (the Optuna sweeper crashes on NaN, but marks a value it cannot read as a failed
-    trial). A single run that fails on a problem the user can fix prints the message
-    without a traceback and exits with 1.
+    trial). When all jobs have run, a grid with a failed job exits with 1, a search only
+    when every trial failed (``SweepSummary`` in ``stnlab.analysis.sweep``). A single run
+    that fails on a problem the user can fix (see :func:`~stnlab.errors.user_error_message`)
+    prints the message without a traceback and exits with 1.
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         with ddp_job_scope():
             metrics = train(cfg)
-    except StnlabError as err:
-        if multirun and err.exit_code == 1:  # SIGTERM (143) stops the whole sweep
-            log.error("job %s failed: %s", HydraConfig.get().job.num, err)
+    except Exception as err:
+        message = user_error_message(err)
+        code = getattr(err, "exit_code", 1)
+        if multirun and code == 1:  # SIGTERM (143) stops the whole sweep
+            if message is None:
+                log.exception("job %s failed with an unexpected error", HydraConfig.get().job.num)
+            else:
+                log.error("job %s failed: %s", HydraConfig.get().job.num, message)
             return None
-        log.error("%s", err)
-        sys.exit(err.exit_code)
-    except Exception:
-        if multirun:
-            log.exception("job %s failed with an unexpected error", HydraConfig.get().job.num)
-            return None
-        raise
+        if message is None:
+            raise
+        log.error("%s", message)
+        sys.exit(code)
     value = metrics.get(cfg.get("optimized_metric") or "")
     return float(value) if isinstance(value, float | int) and math.isfinite(value) else None
 

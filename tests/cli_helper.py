@@ -47,6 +47,8 @@ def cli_env(data_root: Path, **extra: str) -> dict[str, str]:
         **env,
         "STNLAB_DATA_DIR": str(data_root),
         TRUST_ENV: str(data_root),
+        # tests/ for sitecustomize; src/ so that its import of stnlab (before the script's
+        # folder is on sys.path) is this checkout's, whatever package is installed
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT / "src")]),
         "WANDB_MODE": "offline",
         "WANDB_SILENT": "true",

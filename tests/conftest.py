@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
+import errno
 import hashlib
+import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -136,3 +139,39 @@ def make_task_cfg(fake_mnist: Path, tmp_path: Path) -> Iterator[Callable[..., Di
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], None]:
+    """``read_only(folder)``: below ``folder``, creating folders and opening files for
+    writing fail with ``EROFS`` for the rest of the test, as on a read-only mount.
+
+    ``chmod`` cannot simulate this when the tests run as root (root writes anyway), so the
+    calls themselves refuse; reading is unaffected.
+    """
+    blocked: list[Path] = []
+    real_open, real_mkdir = builtins.open, os.mkdir
+
+    def refused(path: object) -> bool:
+        if not isinstance(path, str | bytes | os.PathLike):
+            return False  # a file descriptor
+        target = Path(os.path.abspath(os.fsdecode(path)))
+        return any(target == b or b in target.parents for b in blocked)
+
+    def deny(path: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))  # type: ignore[arg-type]
+
+    def guarded_open(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if any(c in mode for c in "wax+") and refused(file):
+            deny(file)
+        return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
+
+    def guarded_mkdir(path: object, *args: object, **kwargs: object) -> None:
+        if refused(path):
+            deny(path)
+        real_mkdir(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(io, "open", guarded_open)
+    monkeypatch.setattr(os, "mkdir", guarded_mkdir)
+    return lambda folder: blocked.append(Path(folder).resolve())

@@ -97,7 +97,8 @@ def test_optuna_search_resumes_from_sqlite_and_survives_failed_trials(
         fake_mnist_root, *common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path / 'a'}"
     )
     assert first.returncode == 0, first.stderr[-3000:]
-    # Resumed for 2 more trials that all fail (a val split larger than the data).
+    # Resumed for 2 more trials that all fail (a val split larger than the data): recorded,
+    # and since no trial of this search finished, the command exits with 1.
     second = run_train(
         fake_mnist_root,
         *common,
@@ -105,7 +106,8 @@ def test_optuna_search_resumes_from_sqlite_and_survives_failed_trials(
         "data.val_size=100000",
         f"hydra.sweep.dir={tmp_path / 'b'}",
     )
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert "2 of 2 trials failed" in second.stderr
     study = optuna.load_study(study_name="loc_net_optuna", storage=storage)
     states = [t.state.name for t in study.trials]
     assert states == ["COMPLETE"] * 3 + ["FAIL"] * 2

@@ -31,7 +31,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from stnlab.errors import CheckpointError
+from stnlab.errors import CheckpointError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+        except OSError as err:  # full disk, read-only folder: say which file, and what is safe
+            kept = ", ".join(sorted(p.name for p in target.parent.glob("*.ckpt"))) or "none yet"
+            raise StorageError(
+                f"could not write the checkpoint {target} ({err.strerror or err}). The earlier "
+                f"checkpoints in {target.parent} are intact ({kept}): free some space or fix the "
+                "folder, then resume from one with ckpt_path=…"
+            ) from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -194,6 +201,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint on the CPU, or raise :class:`CheckpointError` saying what is wrong."""
     file = Path(path)
+    if str(path) == "auto":  # src/train.py resolves auto itself; other commands have no run
+        raise CheckpointError(
+            "ckpt_path=auto resumes a training run's own last.ckpt (src/train.py only); here "
+            "ckpt_path must be a checkpoint file, e.g. "
+            "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt"
+        )
+    if file.is_dir():
+        inside = sorted(str(p) for p in (*file.glob("*.ckpt"), *file.glob("checkpoints/*.ckpt")))
+        hint = f"pass one of the checkpoints in it: {inside}" if inside else "it holds no .ckpt"
+        raise CheckpointError(f"ckpt_path={path} is a folder, not a checkpoint file; {hint}")
     if not file.is_file():
         where = file.parent
         near = sorted(p.name for p in where.glob("*.ckpt")) if where.is_dir() else []

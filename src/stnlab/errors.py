@@ -1,10 +1,18 @@
 """The errors stnlab raises for problems a user can fix; each message says what to do.
 
-The entry points print these without a traceback (``src/train.py``); anything else is a
-bug and keeps its traceback.
+Every entry point runs inside :func:`exit_on_user_error`, which prints such a problem as
+one line and exits with status 1; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import errno
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hydra.errors import ConfigCompositionException, OverrideParseException
 
 
 class StnlabError(Exception):
@@ -19,6 +27,10 @@ class ConfigError(StnlabError, ValueError):
 
 class CheckpointError(StnlabError, ValueError):
     """A checkpoint is missing, unreadable, or belongs to another model."""
+
+
+class StorageError(StnlabError, OSError):
+    """A file or folder cannot be written: read-only, full disk, or a file in the way."""
 
 
 class TrainingError(StnlabError, RuntimeError):
@@ -41,3 +53,50 @@ class TerminatedError(StnlabError):
     """The run received SIGTERM (a scheduler's pre-emption, ``kill``); exit status 143."""
 
     exit_code = 143
+
+
+# What the machine, not the code, gets wrong: a full disk, a read-only folder, permissions.
+_STORAGE_ADVICE = {
+    errno.ENOSPC: "free some space or point the run at another disk (hydra.run.dir=…)",
+    errno.EDQUOT: "free some space or point the run at another disk (hydra.run.dir=…)",
+    errno.EROFS: "point the run at a writable folder (hydra.run.dir=…)",
+    errno.EACCES: "fix the permissions or point the run elsewhere (hydra.run.dir=…)",
+    errno.EPERM: "fix the permissions or point the run elsewhere (hydra.run.dir=…)",
+}
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The one-line report of a problem the user can fix, or ``None`` for a bug.
+
+    User problems are :class:`StnlabError`, a config override Hydra cannot apply (raised
+    when a command composes a config itself), and an ``OSError`` of the machine (full
+    disk, read-only file system, no permission), reported with the file it concerns.
+    """
+    if isinstance(err, StnlabError):
+        return str(err)
+    if isinstance(err, ConfigCompositionException | OverrideParseException):
+        text = str(err).split("Config search path:")[0]
+        if err.__cause__ is not None:
+            text += f" ({err.__cause__})"
+        return " ".join(text.split())  # Hydra's several lines, as one
+    if isinstance(err, OSError) and err.errno in _STORAGE_ADVICE:
+        where = err.filename or "a file"
+        return f"{where}: {err.strerror}; {_STORAGE_ADVICE[err.errno]}"
+    return None
+
+
+@contextmanager
+def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
+    """Log a user's problem (see :func:`user_error_message`) as one line and exit with 1.
+
+    The traceback is logged at DEBUG level only, for whoever wants to see where it came from.
+    """
+    try:
+        yield
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        log.error("%s", message)
+        log.debug("where it happened", exc_info=True)  # hydra.verbose=true shows it
+        sys.exit(1)

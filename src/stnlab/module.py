@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from stnlab.checks import check_range
 from stnlab.models import STNClassifier
 
 
@@ -53,10 +54,10 @@ class STNLitModule(L.LightningModule):
             raise ValueError(
                 f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
             )
-        if loc_lr_mult < 0:
-            raise ValueError(f"model.loc_lr_mult must be >= 0, got {loc_lr_mult}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        check_range(
+            "model.loc_lr_mult", loc_lr_mult, minimum=0, hint=" (0 freezes the localisation net)"
+        )
+        check_range("model.label_smoothing", label_smoothing, minimum=0, below=1)
         # The factories stay out of hparams: they are not plain data and would make the
         # checkpoint unloadable with weights_only=True. The checkpoint carries the resolved
         # config instead (``stnlab_config``).

@@ -34,6 +34,7 @@ from stnlab.checkpoints import (
     load_checkpoint_net,
     own_last_checkpoint,
 )
+from stnlab.config_checks import check_finite, check_range, instantiate_checked, validate_config
 from stnlab.data.sources import load_split
 from stnlab.errors import ConfigError, TerminatedError
 from stnlab.launching import install_ddp_relaunch, job_context, tag_sweep_job
@@ -45,7 +46,6 @@ from stnlab.loggers import (
     start_resumed_wandb,
 )
 from stnlab.run_folder import RunFolderLock, remove_stale_temp_files, sigterm_raises
-from stnlab.validation import instantiate_checked, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def _terminated(err: BaseException, output_dir: Path, trainer: L.Trainer | None)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the model of ``cfg`` and test the best checkpoint; return the final metrics.
 
-    The config is checked first (:func:`~stnlab.validation.validate_config`) and the W&B
+    The config is checked first (:func:`~stnlab.config_checks.validate_config`) and the W&B
     mode settled (:func:`~stnlab.config.settle_wandb_mode`), so a bad value or an
     unreachable W&B server fails before any data or model work. The run holds its folder
     (:class:`~stnlab.run_folder.RunFolderLock`) and removes temporary files a killed run
@@ -259,6 +259,8 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
         settle_wandb_mode(cfg)
         if cfg.get("ckpt_path") in (None, "", "???"):
             raise ConfigError("ckpt_path is required: python src/eval.py ckpt_path=<file.ckpt>")
+        check_finite(cfg)
+        check_range("batch_size", cfg.get("batch_size", 256), integer=True, minimum=1)
         device = resolve_device(str(cfg.get("device", "auto")))
         variants = cfg.get("variants", "fitting")
         if not isinstance(variants, str):
@@ -318,6 +320,9 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
         ckpts = cfg.get("ckpts")
         if ckpts in (None, "", "???") or len(ckpts) == 0:
             raise ConfigError("ckpts is required: python src/robustness.py ckpts=[a.ckpt,b.ckpt]")
+        check_finite(cfg)
+        for key in ("num_samples", "batch_size"):
+            check_range(key, cfg.get(key), integer=True, minimum=1)
         factors = cfg.get("factors", robust.FACTORS)
         factors = [factors] if isinstance(factors, str) else list(factors)
         unknown = [f for f in factors if f not in robust.FACTORS]
@@ -336,8 +341,6 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
             cfg.paths.data_dir, datasets.pop(), "test", allow_fetch=bool(cfg.allow_fetch)
         )
         n = int(cfg.num_samples)
-        if n <= 0:
-            raise ConfigError(f"num_samples={n} must be positive")
         digits = (images[:n].unsqueeze(1) if images.ndim == 3 else images[:n]).float() / 255
         labels = labels[:n]
         grids = {}

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from cli_helper import run_train
-from stnlab.analysis.sweep import main, summarize_sweep
+from stnlab.analysis.sweep import SweepSummary, main, summarize_sweep, sweep_failed
 
 
 def _job(sweep: Path, num: int, overrides: list[str], **files: dict) -> None:
@@ -71,6 +72,53 @@ def test_summary_of_a_folder_without_jobs_says_what_to_pass(tmp_path: Path) -> N
         summarize_sweep(tmp_path)
 
 
+def test_sweep_exit_status_rule() -> None:
+    ok, failed = {"status": "ok"}, {"status": "failed"}
+    assert not sweep_failed([ok, ok], search=False)
+    assert sweep_failed([ok, failed], search=False)  # a grid: any failed job
+    assert not sweep_failed([ok, failed], search=True)  # a search: failed trials are normal
+    assert sweep_failed([failed, failed], search=True)  # … unless every trial failed
+
+
+@pytest.mark.parametrize(
+    ("sweeper", "statuses", "exits"),
+    [
+        ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", ["ok", "ok"], False),
+        ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", ["ok", "failed"], True),
+        (
+            "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+            ["ok", "failed"],
+            False,
+        ),
+        ("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", ["failed"] * 2, True),
+    ],
+)
+def test_sweep_end_exits_with_1_after_writing_the_summary(
+    tmp_path: Path, sweeper: str, statuses: list[str], exits: bool
+) -> None:
+    sweep = tmp_path / "sweep"
+    for num, status in enumerate(statuses):
+        result = (
+            {"metrics": {"val/acc_best": 0.9}}
+            if status == "ok"
+            else {"failure": {"error": "ConfigError", "message": "bad"}}
+        )
+        _job(sweep, num, [f"seed={num}"], **result)
+    config = OmegaConf.create(
+        {
+            "optimized_metric": None,
+            "hydra": {"sweep": {"dir": str(sweep)}, "sweeper": {"_target_": sweeper}},
+        }
+    )
+    if exits:
+        with pytest.raises(SystemExit) as info:
+            SweepSummary().on_multirun_end(config)
+        assert info.value.code == 1
+    else:
+        SweepSummary().on_multirun_end(config)
+    assert (sweep / "summary.md").is_file()
+
+
 def test_multirun_with_a_failing_job_keeps_and_summarises_the_others(
     fake_mnist_root: Path, tmp_path: Path
 ) -> None:
@@ -86,8 +134,10 @@ def test_multirun_with_a_failing_job_keeps_and_summarises_the_others(
         "data.val_size=100,100000,50",  # the second job cannot split 600 images that way
         f"hydra.sweep.dir={sweep}",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Every job ran and the summary was written, then the grid says it failed.
+    assert proc.returncode == 1, proc.stderr[-3000:]
     assert "job 1 failed: data.val_size=100000 must be between 1 and 599" in proc.stderr
+    assert "1 of 3 jobs failed" in proc.stderr and "Traceback" not in proc.stderr
     assert (sweep / "0" / "metrics.json").exists() and (sweep / "2" / "metrics.json").exists()
     failure = json.loads((sweep / "1" / "failure.json").read_text())
     assert failure["error"] == "ConfigError"

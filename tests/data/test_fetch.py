@@ -12,6 +12,7 @@ import hashlib
 import io
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,37 @@ def test_a_download_broken_half_way_leaves_nothing_a_later_run_would_trust(
     monkeypatch.setattr(Path, "write_bytes", real_write)
     paths = sources.ensure_dataset(root, "mnist")  # the next run fetches and verifies afresh
     assert paths["train_images"].read_bytes() == files["train_images"]
+
+
+def test_read_only_data_folder_with_a_file_missing_says_so_before_fetching(
+    tmp_path: Path,
+    files: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    read_only: Callable[[Path], None],
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for key, data in files.items():
+        (mirror / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data, mtime=0))
+    _use(monkeypatch, _spec(files, mirrors=(f"file://{mirror}/",)))
+    present = dict(list(files.items())[:3])
+    raw = _write_raw(tmp_path / "root", present)
+    read_only(tmp_path / "root")
+    with pytest.raises(DataSourceError) as err:
+        sources.ensure_dataset(tmp_path / "root", "mnist")
+    message = str(err.value)
+    missing = NAMES[list(files)[3]]
+    assert f"missing mnist {missing} in {raw}, and that folder cannot be written" in message
+    assert "Read-only file system" in message and "STNLAB_DATA_DIR" in message
+    # nothing was written or removed
+    assert sorted(p.name for p in raw.iterdir()) == sorted(NAMES[k] for k in present)
+
+
+def test_data_folder_that_is_a_file(tmp_path: Path, files: dict[str, bytes]) -> None:
+    (tmp_path / "data").write_text("not a folder")
+    for allow_fetch in (True, False):
+        with pytest.raises(
+            DataSourceError, match=r"data folder .*/data cannot be used: .* is a file"
+        ):
+            sources.ensure_dataset(tmp_path / "data", "mnist", allow_fetch=allow_fetch)
+    assert (tmp_path / "data").read_text() == "not a folder"

@@ -4,7 +4,8 @@
 the end of every ``-m`` run) reads each job directory of the sweep (``.hydra/overrides.yaml``
 plus ``metrics.json``, or ``failure.json`` for a job that failed) and writes
 ``summary.csv`` and ``summary.md`` in the sweep directory, sorted by the optimised metric,
-best first; failed and unfinished jobs come last with their reason.
+best first; failed and unfinished jobs come last with their reason. A grid with a failed
+job, or a search in which every trial failed, then exits with status 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import csv
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +123,24 @@ def summarize_sweep(
     return csv_path, md_path, rows
 
 
+def sweep_failed(rows: list[dict[str, Any]], search: bool) -> bool:
+    """Whether a finished multirun counts as failed (its command then exits with 1).
+
+    A grid fails when any job did not finish: every job is a result someone asked for. A
+    search (Optuna and other sweepers that propose trials) fails only when no trial
+    finished; a failed trial is a normal outcome there, recorded and searched around.
+    """
+    failed = [r for r in rows if r["status"] != "ok"]
+    return bool(failed) and (not search or len(failed) == len(rows))
+
+
 class SweepSummary(HydraCallback):
-    """Hydra callback: write the sweep's summary when a multirun ends and report failures."""
+    """Hydra callback: when a multirun ends, write its summary and report failures.
+
+    Runs after every job, so all jobs run and the summary is written first; then a grid
+    with a failed job, or a search in which every trial failed, exits with status 1
+    (see :func:`sweep_failed`), so that a script or CI can tell.
+    """
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         metric = config.get("optimized_metric") or "val/acc_best"
@@ -141,6 +159,15 @@ class SweepSummary(HydraCallback):
                 row["status"],
                 row["error"],
             )
+        sweeper = str(config.hydra.get("sweeper", {}).get("_target_", ""))
+        search = not sweeper.endswith("BasicSweeper")
+        if sweep_failed(rows, search):
+            what = "trials" if search else "jobs"
+            # on stderr like every user-facing error (Hydra's own log goes to stdout)
+            print(
+                f"Error: {len(failed)} of {len(rows)} {what} failed; see {md_path}", file=sys.stderr
+            )
+            sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

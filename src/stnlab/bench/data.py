@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -25,6 +24,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from stnlab.bench.timing import endless, timed_windows
 from stnlab.config import compose_config, data_variants
+from stnlab.config_checks import check_finite, check_targets, instantiate_checked
 
 # every distorted variant of conf/data/ (plain MNIST has no distortion to time)
 VARIANTS = [v for v in data_variants() if v != "mnist"]
@@ -67,7 +67,9 @@ def stnlab_datamodule(
     cfg = compose_config("train", extra)
     with open_dict(cfg):
         cfg.data.root = str(Path(data_dir).resolve())
-    dm = instantiate(cfg.data)
+    check_finite(cfg.data, "data")
+    check_targets(cfg)
+    dm = instantiate_checked(cfg.data, "data")
     dm.prepare_data()
     dm.setup("fit")
     return dm

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 
 from stnlab.bench.data import add_config_arguments
 from stnlab.bench.timing import now
 from stnlab.bench.train import compose_case
 from stnlab.checkpoints import load_checkpoint_net
 from stnlab.config import data_variants
+from stnlab.config_checks import instantiate_checked
 
 ALL_VARIANTS = data_variants()
 
@@ -37,7 +37,7 @@ def load_model(ckpt: str | None, overrides: list[str], data_dir: str) -> tuple[A
     if ckpt is None:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = compose_case(overrides, data_dir, tmp)
-        model = instantiate(cfg.model)
+        model = instantiate_checked(cfg.model, "model")
         size = int(cfg.data.canvas_size)
     else:
         model, run_config = load_checkpoint_net(ckpt)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     for variant in args.variants:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = compose_case([f"data={variant}", *args.override], args.data_dir, tmp)
-        dm = instantiate(cfg.data)
+        dm = instantiate_checked(cfg.data, "data")
         dm.prepare_data()
         start = now()
         dm.setup("test")

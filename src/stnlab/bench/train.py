@@ -25,13 +25,13 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 
 from stnlab.bench.data import PerSampleDigits, add_config_arguments, peer_transform
 from stnlab.bench.timing import WindowRates, endless, now, synchronize, timed_windows
 from stnlab.config import compose_config
+from stnlab.config_checks import instantiate_checked, validate_config
 
 CASES: dict[str, list[str]] = {
     "stn_cnn/rts": ["model=stn_cnn", "data=rts"],
@@ -55,8 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def compose_case(overrides: list[str], data_dir: str, output_dir: str) -> DictConfig:
-    """``conf/train.yaml`` with ``overrides``, as ``src/train.py`` would compose it."""
-    return compose_config("train", overrides, output_dir=output_dir, data_dir=data_dir)
+    """``conf/train.yaml`` with ``overrides``, as ``src/train.py`` would compose and check it."""
+    cfg = compose_config("train", overrides, output_dir=output_dir, data_dir=data_dir)
+    validate_config(cfg)
+    return cfg
 
 
 class WindowTimer(L.Callback):
@@ -131,7 +133,7 @@ def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> 
     """Plain loop over pre-rendered canvases already on the device."""
     device = torch.device(getattr(args, "device", "cpu"))
     L.seed_everything(cfg.seed, verbose=False)
-    step = _train_step(instantiate(cfg.model), device)
+    step = _train_step(instantiate_checked(cfg.model, "model"), device)
     images, labels = dm.train_set.tensors
     gen = torch.Generator().manual_seed(0)
     batches = []
@@ -177,7 +179,7 @@ def peer_rates(
     device = torch.device(args.device)
     for workers in args.workers:
         L.seed_everything(cfg.seed, verbose=False)
-        step = _train_step(instantiate(cfg.model), device)
+        step = _train_step(instantiate_checked(cfg.model, "model"), device)
         loader = DataLoader(
             dataset,
             batch_size=cfg.data.batch_size,
@@ -236,7 +238,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 args.data_dir,
                 tmp,
             )
-            dm = instantiate(cfg.data)
+            dm = instantiate_checked(cfg.data, "data")
             dm.prepare_data()
             dm.setup("fit")
             wb, probe = _window_batches(cfg, dm, args)

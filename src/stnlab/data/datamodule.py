@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
+from stnlab.checks import check_batch_split, check_range
 from stnlab.data.distortions import Distortion, NoDistortion
 from stnlab.data.sources import DATASETS, ensure_dataset, load_split
 from stnlab.errors import ConfigError
-from stnlab.validation import check_batch_split
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +154,23 @@ class DigitsDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ConfigError(f"data.dataset={dataset!r} is unknown; valid: {DATASETS}")
+        for key, value in (("canvas_size", canvas_size), ("image_size", image_size)):
+            check_range(f"data.{key}", value, integer=True, minimum=1, hint=" (pixels)")
         self.distortion = distortion if distortion is not None else NoDistortion(canvas_size)
         if self.distortion.canvas_size != canvas_size:
             raise ConfigError(
                 f"data.canvas_size={canvas_size} but the distortion renders "
                 f"{self.distortion.canvas_size}×{self.distortion.canvas_size}; set both alike"
             )
-        if batch_size <= 0 or eval_batch_size <= 0:
-            raise ConfigError(
-                f"batch sizes must be positive, got batch_size={batch_size}, "
-                f"eval_batch_size={eval_batch_size}"
-            )
+        for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            check_range(f"data.{key}", value, integer=True, minimum=1)
+        check_range(
+            "data.num_workers",
+            num_workers,
+            integer=True,
+            minimum=0,
+            hint=" (0: batches are indexed in the main process, the fastest here)",
+        )
         self.root, self.dataset, self.name = str(root), dataset, name
         self.canvas_size, self.image_size = canvas_size, image_size
         self.channels, self.num_classes = channels, num_classes

@@ -9,6 +9,8 @@ training draws fresh ones every batch, on the batch's device.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -30,6 +32,17 @@ def _uniform(
     n: int, low: float, high: float, generator: torch.Generator, device: torch.device
 ) -> Tensor:
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+def _scale_range(scale: tuple[float, float] | list[float]) -> tuple[float, float]:
+    """``scale`` as ``(low, high)`` with ``0 < low <= high < inf``, or a ``ValueError``."""
+    try:
+        values = [float(v) for v in scale]
+    except (TypeError, ValueError):  # a scalar, or not numbers
+        values = []
+    if len(values) != 2 or not 0 < values[0] <= values[1] < math.inf:
+        raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale}")
+    return values[0], values[1]
 
 
 class Distortion:
@@ -97,12 +110,13 @@ class RandomSimilarity(Distortion):
         max_shift: float | None = 0.0,
         digit_size: int = 28,
     ) -> None:
-        low, high = (float(v) for v in scale)
-        if not 0 < low <= high:
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale}")
-        if max_angle < 0 or (max_shift is not None and max_shift < 0):
+        low, high = _scale_range(scale)
+        # written so that NaN fails too (nan < 0 is False)
+        if not 0 <= max_angle < math.inf or (
+            max_shift is not None and not 0 <= max_shift < math.inf
+        ):
             raise ValueError(
-                f"max_angle and max_shift must be >= 0, got {max_angle} and {max_shift}"
+                f"max_angle and max_shift must be finite and >= 0, got {max_angle} and {max_shift}"
             )
         if max_shift is None and canvas_size < digit_size * high - 1e-6:
             raise ValueError(
@@ -158,9 +172,7 @@ class RandomProjective(Distortion):
         min_area: float = 0.4,
         digit_size: int = 28,
     ) -> None:
-        low, high = (float(v) for v in scale)
-        if not 0 < low <= high:
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale}")
+        low, high = _scale_range(scale)
         if corner_std < 0:
             raise ValueError(f"corner_std must be >= 0, got {corner_std}")
         if not 0 <= min_area < 1:

