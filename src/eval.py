@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import hydra
 from omegaconf import DictConfig
 
-from stnlab.errors import exit_on_user_error
-from stnlab.tasks import evaluate
-
-log = logging.getLogger("stnlab.eval")
+from stnlab.tasks.evaluate import evaluate
+from stnlab.tasks.runner import run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    """Write ``results.csv`` and ``results.md`` in the run folder and log them."""
-    with exit_on_user_error(log):
-        evaluate(cfg)
+    run(evaluate, cfg)
 
 
 if __name__ == "__main__":

@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from stnlab.config_checks import check_writable
-from stnlab.errors import ConfigError, exit_on_user_error
-from stnlab.export import EXPORTERS, export_checkpoint
-
-log = logging.getLogger("stnlab.export")
-
-
-def check_output(output: str, fmt: str) -> None:
-    """``output=`` names a file in a folder that can be written (checked before the export)."""
-    target = Path(output)
-    suffix = EXPORTERS[fmt][1] if fmt in EXPORTERS else ".pt"
-    if target.is_dir():
-        raise ConfigError(
-            f"output={output} is a folder; name the file to write, "
-            f"e.g. output={target / f'model{suffix}'}"
-        )
-    check_writable(
-        target.parent,
-        "output",
-        fix=f"Give output= a file in a writable folder, e.g. output=./model{suffix}.",
-    )
+from stnlab.tasks.export import export
+from stnlab.tasks.runner import run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    """Write the exported model and check that it reproduces the checkpoint's logits."""
-    with exit_on_user_error(log):
-        if cfg.get("ckpt_path") in (None, "", "???"):
-            raise ConfigError("ckpt_path is required: python src/export.py ckpt_path=<file.ckpt>")
-        if cfg.get("output"):
-            check_output(str(cfg.output), str(cfg.format))
-        path, diff = export_checkpoint(
-            cfg.ckpt_path, str(cfg.format), Path(cfg.paths.output_dir), cfg.get("output")
-        )
-        print(path)
-        log.info("wrote %s (largest logit difference to the checkpoint: %.2g)", path, diff)
+    run(export, cfg)
 
 
 if __name__ == "__main__":

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from stnlab.errors import ConfigError, exit_on_user_error
-from stnlab.prediction import MIN_INK_SPAN, NO_INK, predict_files
-
-log = logging.getLogger("stnlab.predict")
+from stnlab.tasks.predict import predict
+from stnlab.tasks.runner import run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    """Print one line per image; write predictions.csv and the images in the run folder.
-
-    A blank or uniform image gets ``no_ink`` instead of a class. The exit status is 0 even
-    if every image is blank (each is flagged); 1 if the options are wrong or a file cannot
-    be read as an image.
-    """
-    with exit_on_user_error(log):
-        for key in ("ckpt_path", "input"):
-            if cfg.get(key) in (None, "", "???"):
-                raise ConfigError(f"{key} is required: python src/predict.py ckpt_path=… input=…")
-        out = Path(cfg.paths.output_dir)
-        rows = predict_files(cfg.ckpt_path, cfg.input, out, str(cfg.invert).lower())
-        for row in rows:
-            if row["status"] == NO_INK:
-                print(
-                    f"{row['file']}\t-\t-\t{NO_INK}: blank or uniform image (brightness span "
-                    f"{row['ink']:.3f} < {MIN_INK_SPAN} after preprocessing), no class given"
-                )
-            else:
-                print(f"{row['file']}\t{row['predicted']}\t{row['probability']:.3f}")
-        blank = sum(row["status"] == NO_INK for row in rows)
-        if blank:
-            log.warning("%d of %d images have no ink and got no class", blank, len(rows))
-        log.info("wrote predictions.csv and the transformed images in %s", out)
+    run(predict, cfg)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def test_options_that_change_no_weight_do_not_block_a_resume(
 def test_a_wandb_id_still_held_by_a_killed_process_falls_back_to_a_new_run(
     make_cfg: MakeCfg,
 ) -> None:
-    from stnlab.tasks import start_resumed_wandb
+    from stnlab.loggers import start_resumed_wandb
 
     class WandbLogger:  # stands in for Lightning's: W&B keeps answering "in use"
         calls = 0

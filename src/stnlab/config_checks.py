@@ -511,3 +511,16 @@ class OutputDirCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+def instantiate_dict(cfg: DictConfig | None, what: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a mapping (callbacks, loggers); skip nulls."""
+    if cfg is None:
+        return []
+    if not isinstance(cfg, DictConfig):
+        raise TypeError(f"{what} config must be a mapping of name → object, got {type(cfg)}")
+    return [
+        instantiate_checked(node, f"{what}.{name}")
+        for name, node in cfg.items()
+        if node is not None and "_target_" in node
+    ]

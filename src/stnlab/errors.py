@@ -1,16 +1,13 @@
 """The errors stnlab raises for problems a user can fix; each message says what to do.
 
-Every entry point runs inside :func:`exit_on_user_error`, which prints such a problem as
-one line and exits with status 1; anything else is a bug and keeps its traceback.
+Every entry point runs its task through :func:`stnlab.tasks.runner.run`, which prints such
+a problem as one line (:func:`user_error_message`) and exits with its ``exit_code`` (1;
+143 after SIGTERM); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from hydra.errors import ConfigCompositionException, OverrideParseException
 
@@ -83,20 +80,3 @@ def user_error_message(err: BaseException) -> str | None:
         where = err.filename or "a file"
         return f"{where}: {err.strerror}; {_STORAGE_ADVICE[err.errno]}"
     return None
-
-
-@contextmanager
-def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
-    """Log a user's problem (see :func:`user_error_message`) as one line and exit with 1.
-
-    The traceback is logged at DEBUG level only, for whoever wants to see where it came from.
-    """
-    try:
-        yield
-    except Exception as err:
-        message = user_error_message(err)
-        if message is None:
-            raise
-        log.error("%s", message)
-        log.debug("where it happened", exc_info=True)  # hydra.verbose=true shows it
-        sys.exit(1)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -276,3 +277,25 @@ def close_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
+
+
+def log_table(
+    loggers: list[Any],
+    key: str,
+    rows: list[dict[str, Any]],
+    metrics: dict[str, float],
+    image: Path | None = None,
+) -> None:
+    """Send scalar ``metrics`` to every logger; ``rows`` (a table) and ``image`` to W&B."""
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        if type(logger).__name__ == "WandbLogger" and rows:
+            columns = list(rows[0])
+            logger.log_table(key=key, columns=columns, data=[[r[c] for c in columns] for r in rows])
+            if image is not None:  # uint8 pixels: W&B saves float images as black PNGs
+                from PIL import Image
+
+                pixels = np.asarray(Image.open(image).convert("RGB"), dtype=np.uint8)
+                logger.log_image(key=f"{key}_plot", images=[pixels])
+        logger.save()
+        logger.finalize("success")
