@@ -7,6 +7,7 @@ live in :mod:`stnlab.config_checks`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -106,3 +107,39 @@ def write_probe(directory: Path) -> None:
             pass
     finally:
         probe.unlink(missing_ok=True)
+
+
+_RUN_DIR_FIX = (
+    "Point the run elsewhere, e.g. hydra.run.dir=<a writable folder> "
+    "(hydra.sweep.dir for -m), or fix the folder's permissions."
+)
+
+
+def check_writable(
+    directory: str | os.PathLike, key: str, *, fix: str = _RUN_DIR_FIX, keep: bool = True
+) -> None:
+    """Create ``directory`` and write a probe file in it, or explain why that fails.
+
+    With ``keep=False`` the folders this created are removed again (a check at start-up
+    must not leave empty folders behind a run that never writes into them).
+    """
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={directory} is a file, not a folder. {fix}")
+    created = []
+    for parent in (path, *path.parents):
+        if parent.exists():
+            break
+        created.append(parent)
+    try:
+        write_probe(path)
+    except OSError as err:
+        raise ConfigError(
+            f"{key}={directory} cannot be written ({type(err).__name__}: {err.strerror or err}). "
+            f"{fix}"
+        ) from None
+    finally:
+        if not keep:
+            for folder in created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()

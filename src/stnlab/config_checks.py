@@ -19,16 +19,13 @@ struct"). What Hydra cannot know is checked here:
 from __future__ import annotations
 
 import collections.abc
-import contextlib
 import difflib
 import inspect
 import math
-import os
 import sys
 import types
 import typing
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -37,7 +34,7 @@ from hydra.experimental.callback import Callback
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from stnlab.checks import check_batch_split, check_range, show_value, write_probe
+from stnlab.checks import check_batch_split, check_range, check_writable, show_value
 from stnlab.config import conf_dir
 from stnlab.errors import ConfigError
 
@@ -305,42 +302,6 @@ def process_count(trainer_cfg: DictConfig | None) -> int | None:
     if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
         return len(devices) * nodes
     return None  # "auto", -1: known only at start-up; the DataModule checks again then
-
-
-_RUN_DIR_FIX = (
-    "Point the run elsewhere, e.g. hydra.run.dir=<a writable folder> "
-    "(hydra.sweep.dir for -m), or fix the folder's permissions."
-)
-
-
-def check_writable(
-    directory: str | os.PathLike, key: str, *, fix: str = _RUN_DIR_FIX, keep: bool = True
-) -> None:
-    """Create ``directory`` and write a probe file in it, or explain why that fails.
-
-    With ``keep=False`` the folders this created are removed again (a check at start-up
-    must not leave empty folders behind a run that never writes into them).
-    """
-    path = Path(directory)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{key}={directory} is a file, not a folder. {fix}")
-    created = []
-    for parent in (path, *path.parents):
-        if parent.exists():
-            break
-        created.append(parent)
-    try:
-        write_probe(path)
-    except OSError as err:
-        raise ConfigError(
-            f"{key}={directory} cannot be written ({type(err).__name__}: {err.strerror or err}). "
-            f"{fix}"
-        ) from None
-    finally:
-        if not keep:
-            for folder in created:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
 
 
 def check_accelerator(trainer: DictConfig) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+from stnlab.checks import check_writable
 from stnlab.errors import RunFolderBusyError, TerminatedError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class RunFolderLock:
             return None
 
     def acquire(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        check_writable(self.folder, "paths.output_dir")
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
