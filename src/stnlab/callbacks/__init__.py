@@ -2,12 +2,15 @@
 
 from stnlab.callbacks.bookkeeping import RunBookkeeping
 from stnlab.callbacks.health import CollapseDetector, NonFiniteLossGuard
+from stnlab.callbacks.pose import PoseRecoveryCallback, measure_pose
 from stnlab.callbacks.transform_grid import TransformGridCallback, make_grid_image
 
 __all__ = [
     "CollapseDetector",
     "NonFiniteLossGuard",
+    "PoseRecoveryCallback",
     "RunBookkeeping",
     "TransformGridCallback",
     "make_grid_image",
+    "measure_pose",
 ]

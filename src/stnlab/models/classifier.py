@@ -70,6 +70,12 @@ class STNClassifier(nn.Module):
             x = F.avg_pool2d(x, self.post_pool)
         return x
 
+    @property
+    def input_transformer(self) -> SpatialTransformer | None:
+        """The transformer that warps the input image; ``None`` without one, or when it
+        warps feature maps (``transformer_at="features"``)."""
+        return self.transformer if self.transformer_at == "input" else None
+
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → logits ``(B, num_classes)``."""
         if self.channels_last:
