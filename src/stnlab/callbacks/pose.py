@@ -119,19 +119,27 @@ def pose_scatter_image(
     angle_out, log_scale_out = (t[:max_points].numpy() for t in measurement.residual_pose("after"))
     figure = Figure(figsize=(9, 4.2), dpi=100, layout="constrained")
     canvas = FigureCanvasAgg(figure)
+    metrics = measurement.metrics
     panels = (
-        (angle_in, angle_out, "angle (°)", measurement.metrics["angle_std_after"], "°"),
-        (log_scale_in, log_scale_out, "log-scale", measurement.metrics["log_scale_std_after"], ""),
+        (angle_in, angle_out, "angle (°)", "angle_std", "°", 10.0),
+        (log_scale_in, log_scale_out, "log-scale", "log_scale_std", "", 0.1),
     )
-    for i, (applied, residual, what, std, unit) in enumerate(panels):
+    for i, (applied, residual, what, std, unit, least_half_span) in enumerate(panels):
         ax = figure.add_subplot(1, 2, i + 1)
         ax.scatter(applied, residual, s=4, alpha=0.4, linewidths=0)
+        # one square range for both axes, never narrower than 2 × least_half_span
         low = float(min(applied.min(), residual.min()))
         high = float(max(applied.max(), residual.max()))
-        ax.plot([low, high], [low, high], "--", color="grey", lw=1, label="nothing undone")
+        middle, half = (low + high) / 2, max((high - low) / 2, least_half_span) * 1.05
+        limits = (middle - half, middle + half)
+        ax.plot(limits, limits, "--", color="grey", lw=1, label="nothing undone")
+        ax.set_xlim(limits)
+        ax.set_ylim(limits)
+        ax.set_aspect("equal")
         ax.set_xlabel(f"applied {what}")
         ax.set_ylabel(f"residual {what} after the transformer")
-        ax.set_title(f"residual std {std:.3g}{unit}", fontsize=10)
+        before, after = metrics[f"{std}_before"], metrics[f"{std}_after"]
+        ax.set_title(f"std {before:.3g}{unit} → {after:.3g}{unit}", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
     figure.suptitle(title)
