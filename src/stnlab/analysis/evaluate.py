@@ -237,7 +237,7 @@ def evaluate_checkpoint(
         )
         log.info("%s: %.2f%% test error (%d samples)", name, rows[-1]["error_pct"], len(labels))
         if pose_row["pose_undone"] is not None:
-            log.info("%s: pose undone %.3f", name, pose_row["pose_undone"])
+            log.info("%s: pose undone %.3f", name, round(pose_row["pose_undone"], 3) + 0.0)
     return rows
 
 
@@ -246,7 +246,7 @@ def _pose_cells(row: dict[str, Any]) -> list[str]:
     before, after = row.get("pose_angle_std_before"), row.get("pose_angle_std_after")
     angle = "–" if before is None or after is None else f"{before:.1f} → {after:.1f}"
     undone = row.get("pose_undone")
-    return ["–" if undone is None else f"{undone:.3f}", angle]
+    return ["–" if undone is None else f"{round(undone, 3) + 0.0:.3f}", angle]  # no "-0.000"
 
 
 def _cell(value: Any) -> str:
