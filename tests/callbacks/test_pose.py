@@ -234,6 +234,19 @@ def test_not_applicable_is_said_once_and_logs_nothing(
     assert ("feature maps" in lines[0]) == (where == "features")
 
 
+def test_measures_the_digits_validation_covered() -> None:
+    def trainer(batches: list[float], world_size: int = 1) -> SimpleNamespace:
+        return SimpleNamespace(num_val_batches=batches, world_size=world_size)
+
+    dm = SimpleNamespace(eval_batch_size=256)
+    covered = PoseRecoveryCallback._covered
+    assert covered(trainer([2]), dm, 5000) == 512  # limit_val_batches=2
+    assert covered(trainer([2], world_size=2), dm, 5000) == 1024  # every rank's shard
+    assert covered(trainer([20]), dm, 5000) == 5000
+    assert covered(trainer([float("inf")]), dm, 5000) == 5000
+    assert covered(trainer([0]), dm, 5000) == 5000  # no validation ran: a plot measures all
+
+
 def test_bad_every_n_epochs_names_the_key() -> None:
     with pytest.raises(ValueError, match=r"callbacks.pose.every_n_epochs must be >= 1, got 0"):
         PoseRecoveryCallback(dirpath="x", every_n_epochs=0)

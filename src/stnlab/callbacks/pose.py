@@ -231,12 +231,13 @@ class PoseRecoveryCallback(L.Callback):
 
     @staticmethod
     def _covered(trainer: L.Trainer, datamodule: Any, size: int) -> int:
-        """How many of the fixed validation digits validation covered (its first ones)."""
-        batches = sum(trainer.num_val_batches) if trainer.num_val_batches else math.inf
-        batch_size = getattr(datamodule, "eval_batch_size", size)
-        if math.isinf(batches):
+        """How many of the fixed validation digits validation covered (its first ones); the
+        whole set when that is not known or no validation ran (a plot measures then)."""
+        batches = sum(trainer.num_val_batches or [])
+        batch_size = getattr(datamodule, "eval_batch_size", None)
+        if not batches or math.isinf(batches) or batch_size is None:
             return size
-        return max(1, min(size, int(batches) * batch_size * trainer.world_size))
+        return min(size, int(batches) * batch_size * trainer.world_size)
 
     def _not_applicable(self, why: str) -> None:
         if not self._told:
