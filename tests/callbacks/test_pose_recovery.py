@@ -17,7 +17,13 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor, nn
 
-from stnlab.callbacks.pose import LOGGED, PoseRecoveryCallback, measure_pose, pose_scatter_image
+from stnlab.callbacks.pose import (
+    LOGGED,
+    PoseRecoveryCallback,
+    logged_statistics,
+    measure_pose,
+    pose_scatter_image,
+)
 from stnlab.data.distortions import (
     ClutteredPlacement,
     Distortion,
@@ -32,9 +38,11 @@ from stnlab.geometry import (
     TPSTransform,
     TransformFamily,
     apply_homography,
+    box_corners,
     circular_std,
     pixel_matrix,
     placement_theta,
+    pose_statistics,
 )
 from stnlab.models import CNN, ICSpatialTransformer, SpatialTransformer, STNClassifier
 from stnlab.tasks import train
@@ -245,6 +253,16 @@ def test_measures_the_digits_validation_covered() -> None:
     assert covered(trainer([20]), dm, 5000) == 5000
     assert covered(trainer([float("inf")]), dm, 5000) == 5000
     assert covered(trainer([0]), dm, 5000) == 5000  # no validation ran: a plot measures all
+
+
+def test_logged_statistics_leave_out_undone_only_without_pose_spread() -> None:
+    square = box_corners(28).expand(5, 4, 2)
+    upright = pose_statistics(box_corners(28), square, square)
+    assert set(logged_statistics(upright)) == set(LOGGED) - {"undone"}
+    turned = torch.stack((square[0], square[0].flip(0)))
+    broken = pose_statistics(box_corners(28), turned, torch.full_like(turned, math.nan))
+    kept = logged_statistics(broken)
+    assert set(kept) == set(LOGGED) and math.isnan(kept["undone"])  # shown, not hidden
 
 
 def test_bad_every_n_epochs_names_the_key() -> None:

@@ -161,3 +161,12 @@ def test_a_set_without_pose_spread_has_no_undone() -> None:
     square = box_corners(28).expand(10, 4, 2)
     stats = pose_statistics(box_corners(28), square, square)
     assert math.isnan(stats["undone"]) and stats["angle_std_before"] == 0.0
+
+
+def test_a_degenerate_warp_gives_nan_not_an_error() -> None:
+    theta = torch.stack((AffineTransform().identity(), torch.zeros(6)))  # the 2nd: singular
+    found = invert_points(AffineTransform(), theta, torch.zeros(2, 4, 2))
+    assert torch.equal(found[0], torch.zeros(4, 2)) and found[1].isnan().all()
+    tps = TPSTransform()
+    flat = torch.zeros(1, tps.num_params)  # every control point reads the centre
+    assert invert_points(tps, flat, torch.ones(1, 1, 2)).isnan().all()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 
 from stnlab.analysis.paper import COLUMN_ORDER, dataset_label, model_label, paper_error, run_variant
 from stnlab.callbacks.pose import LOGGED as POSE_STATISTICS
-from stnlab.callbacks.pose import measure_pose
+from stnlab.callbacks.pose import logged_statistics, measure_pose
 from stnlab.checkpoints import build_from_data, load_checkpoint_net
 from stnlab.config import compose_config, data_variants
 from stnlab.data.distortions import PoseRecord
@@ -214,11 +213,8 @@ def evaluate_checkpoint(
         pose_row = dict.fromkeys(POSE_FIELDS)
         if transformer is not None and pose is not None:
             measured = measure_pose(transformer, inputs, pose, images.shape[-1], batch_size)
-            pose_row = {
-                f"pose_{key}": value if math.isfinite(value) else None
-                for key, value in measured.metrics.items()
-                if key in POSE_STATISTICS
-            }
+            kept = logged_statistics(measured.metrics)
+            pose_row = {f"pose_{key}": kept.get(key) for key in POSE_STATISTICS}
         rows.append(
             {
                 "model": row_label,

@@ -41,6 +41,13 @@ LOGGED = (
 """The pose statistics logged (``val/pose/<key>``) and tabled by ``src/eval.py``."""
 
 
+def logged_statistics(metrics: dict[str, float]) -> dict[str, float]:
+    """The :data:`LOGGED` entries of pose statistics, without ``undone`` where the set has
+    no pose spread to undo (plain digits); a degenerate warp's NaN or inf is kept."""
+    defined = metrics["spread_before"] > 1e-6
+    return {key: metrics[key] for key in LOGGED if key != "undone" or defined}
+
+
 @dataclasses.dataclass
 class PoseMeasurement:
     """Pose recovery of one set.
@@ -200,11 +207,9 @@ class PoseRecoveryCallback(L.Callback):
         measurement = self.measure(trainer, pl_module)
         if measurement is None:
             return
-        for key in LOGGED:
-            value = measurement.metrics[key]
-            if math.isfinite(value):  # undone is NaN where the set has no pose spread
-                # every rank measures the same digits: the mean over ranks is that value
-                pl_module.log(f"val/pose/{key}", value, sync_dist=True)
+        for key, value in logged_statistics(measurement.metrics).items():
+            # every rank measures the same digits: the mean over ranks is that value
+            pl_module.log(f"val/pose/{key}", value, sync_dist=True)
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> PoseMeasurement | None:
         """Pose recovery on the validation digits; ``None`` (said once) when it does not apply."""

@@ -150,13 +150,13 @@ def invert_points(
     points = targets.double()
     theta = theta.double()
     if not isinstance(family, TPSTransform):
-        inverse = torch.linalg.inv(family.to_matrix(theta).double())
+        inverse = _inverse_or_nan(family.to_matrix(theta).double())
         return apply_homography(inverse, points).to(targets.dtype)
     k = family.num_params // 2
     control = family.control.to(points)
     weights = _tps_weights(family, theta)
     linear, offset = weights[:, k + 1 :].transpose(1, 2), weights[:, k]  # (B, 2, 2), (B, 2)
-    p = (points - offset.unsqueeze(1)) @ torch.linalg.inv(linear).transpose(1, 2)
+    p = (points - offset.unsqueeze(1)) @ _inverse_or_nan(linear).transpose(1, 2)
     for _ in range(steps):
         value, jac = _tps_at(control, weights, p, jacobian=True)
         assert jac is not None
@@ -167,6 +167,13 @@ def invert_points(
         step_y = (a * residual[..., 1] - c * residual[..., 0]) / det
         p = p - torch.stack((step_x, step_y), dim=-1)
     return p.to(targets.dtype)
+
+
+def _inverse_or_nan(matrices: Tensor) -> Tensor:
+    """Inverses of ``(B, n, n)`` matrices; NaN for a singular one (a degenerate warp) instead
+    of an error, so one collapsed sample cannot stop a run."""
+    inverse, info = torch.linalg.inv_ex(matrices)
+    return torch.where((info != 0).view(-1, 1, 1), torch.nan, inverse)
 
 
 def similarity_fit(src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -241,10 +248,11 @@ def pose_statistics(src: Tensor, before: Tensor, after: Tensor) -> dict[str, flo
     centre, both in the same unit).
 
     Keys (:data:`POSE_METRICS`): ``undone`` = 1 − spread_after / spread_before (NaN when
-    the set has no pose spread to undo), the two spreads (:func:`pose_spread`), and for the
-    residual similarity pose (:func:`similarity_fit`) the circular std of the angle
+    the set has no pose spread to undo), the two spreads (:func:`pose_spread`), and for
+    the residual similarity pose (:func:`similarity_fit`) the circular std of the angle
     (degrees), the std of the log-scale and the 2-D std of the shift (pixels), each
-    ``_before`` and ``_after``.
+    ``_before`` and ``_after``. A warp that is degenerate for some digit makes the
+    ``_after`` values (and ``undone``) NaN or infinite.
 
     >>> src = box_corners(28)
     >>> before = torch.stack((src + torch.tensor([3.0, 0.0]), src - torch.tensor([3.0, 0.0])))
