@@ -48,6 +48,7 @@ KNOWN_METRICS = (
     "test/acc",
     "test/err",
     "test/loss",
+    "val/pose/undone",
 )
 _SPECIAL_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 _CHECKED_SECTIONS = ("data", "model", "trainer", "callbacks", "logger")

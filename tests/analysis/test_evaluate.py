@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, open_dict
 
-from stnlab.analysis.evaluate import select_variants
+from stnlab.analysis.evaluate import FIELDS, POSE_FIELDS, select_variants, write_results
 from stnlab.checkpoints import load_checkpoint_net
 from stnlab.config import data_variants
 from stnlab.errors import CheckpointError, ConfigError
@@ -54,6 +55,16 @@ def test_eval_writes_one_row_per_fitting_variant_and_logs(
     assert all(r["paper_pct"] == "" for r in table[1:])  # the paper trained per variant
     md = (out / "results.md").read_text()
     assert md.count("\n| ") == 5 and "ST-CNN Aff" in md  # header + 4 rows
+    # pose recovery of the transformer on every test set (README, Pose recovery)
+    assert set(POSE_FIELDS) <= set(table[0]) and "pose undone" in md
+    pose = {r["variant"]: r for r in table}
+    for variant in ("rotated", "projective", "elastic"):
+        assert float(pose[variant]["pose_undone"]) <= 1.0
+        for field in POSE_FIELDS:
+            assert math.isfinite(float(pose[variant][field]))
+    assert float(pose["rotated"]["pose_angle_std_before"]) > 20  # uniform on ±90°
+    assert pose["mnist"]["pose_undone"] == ""  # upright digits: no pose spread to undo
+    assert float(pose["mnist"]["pose_angle_std_before"]) == 0.0
     logged = read_rows(out / "csv" / "metrics.csv")
     assert float(logged[-1]["eval/rotated/err"]) == pytest.approx(rows[0]["error_pct"])
 
@@ -108,3 +119,24 @@ def test_eval_of_a_checkpoint_from_before_variant_names(
     assert [r["variant"] for r in rows] == ["rotated", "mnist", "projective", "elastic"]
     assert rows[0]["error_pct"] == pytest.approx(metrics["test/err"], abs=1e-3)
     assert rows[0]["paper_pct"] == 0.7
+
+
+def test_pose_columns_are_empty_without_an_input_transformer(tmp_path: Path) -> None:
+    row = {
+        "model": "CNN",
+        "variant": "rotated",
+        "column": "R",
+        "own": True,
+        "canvas": 28,
+        "resized": False,
+        "samples": 10,
+        "errors": 1,
+        "error_pct": 10.0,
+        "paper_pct": 1.2,
+        **dict.fromkeys(POSE_FIELDS),
+    }
+    csv_path, md_path = write_results([row], tmp_path, "CNN")
+    (written,) = read_rows(csv_path)
+    assert list(written) == FIELDS
+    assert all(written[f] == "" for f in POSE_FIELDS)
+    assert md_path.read_text().splitlines()[-1].endswith("| 1.20 | – | – |")

@@ -5,6 +5,11 @@ checkpoint's ``data.eval_seed``), so the checkpoint's own row equals its run's
 ``test/err``. Other variants come from ``conf/data/<variant>.yaml`` with the checkpoint's
 image source (MNIST, Fashion-MNIST, …). A variant whose canvas differs from the model's
 input is only evaluated when asked (``variants=all``), resized bilinearly to the input.
+
+For a model with a spatial transformer on its input, every row also says how much of the
+test digits' pose spread the transformer removes (``pose_undone``) and the spread of the
+residual angle, log-scale and shift before and after it (``pose_*_before|after``; see
+:mod:`stnlab.geometry.pose`); those columns are empty for other models.
 """
 
 from __future__ import annotations
@@ -21,12 +26,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from stnlab.analysis.paper import COLUMN_ORDER, dataset_label, model_label, paper_error, run_variant
+from stnlab.callbacks.pose import LOGGED as POSE_STATISTICS
+from stnlab.callbacks.pose import logged_statistics, measure_pose
 from stnlab.checkpoints import build_from_data, load_checkpoint_net
 from stnlab.config import compose_config, data_variants
+from stnlab.data.distortions import PoseRecord
 from stnlab.data.sources import DATASETS
 from stnlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+POSE_FIELDS = [f"pose_{key}" for key in POSE_STATISTICS]
+"""``pose_undone``, ``pose_angle_std_before``, … (empty without an input transformer)."""
 
 FIELDS = [
     "model",
@@ -39,6 +50,7 @@ FIELDS = [
     "errors",
     "error_pct",
     "paper_pct",
+    *POSE_FIELDS,
 ]
 
 
@@ -71,17 +83,39 @@ def variant_data_config(
     return OmegaConf.to_container(cfg.data, resolve=True)  # type: ignore[return-value]
 
 
-def render_test_set(data_config: dict[str, Any], allow_fetch: bool = True) -> tuple[Tensor, Tensor]:
-    """The fixed test set of a data config: canvases ``(N, C, S, S)`` in ``[0, 1]``, labels.
+def fixed_test_set(
+    data_config: dict[str, Any], allow_fetch: bool = True
+) -> tuple[Tensor, Tensor, PoseRecord | None]:
+    """The fixed test set of a data config: canvases ``(N, C, S, S)`` in ``[0, 1]``, labels
+    ``(N,)`` and each digit's applied pose (``None`` for a distortion that keeps none).
 
     ``data_config`` may come from a checkpoint: it is built with
     :func:`~stnlab.checkpoints.build_from_data` (allow-listed classes, nothing resolved).
     """
     datamodule = build_from_data({**data_config, "allow_fetch": allow_fetch}, "data")
     datamodule.prepare_data()
-    datamodule.setup("test")
-    images, labels = datamodule.test_set.tensors
+    return datamodule.fixed_set("test")
+
+
+def render_test_set(data_config: dict[str, Any], allow_fetch: bool = True) -> tuple[Tensor, Tensor]:
+    """The canvases and labels of :func:`fixed_test_set`."""
+    images, labels, _ = fixed_test_set(data_config, allow_fetch)
     return images, labels
+
+
+def resize_to_input(images: Tensor, input_size: int, batch_size: int = 2048) -> Tensor:
+    """Canvases ``(N, C, S, S)`` resized bilinearly to ``(N, C, input_size, input_size)``."""
+    if images.shape[-1] == input_size and images.shape[-2] == input_size:
+        return images
+    size = (input_size, input_size)
+    return torch.cat(
+        [
+            F.interpolate(
+                images[i : i + batch_size], size=size, mode="bilinear", align_corners=False
+            )
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 @torch.inference_mode()
@@ -95,11 +129,7 @@ def predict_labels(
     """Predicted classes ``(N,)`` for canvases ``(N, C, S, S)``, resized to ``input_size``."""
     out = []
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size].to(device)
-        if x.shape[-1] != input_size or x.shape[-2] != input_size:
-            x = F.interpolate(
-                x, size=(input_size, input_size), mode="bilinear", align_corners=False
-            )
+        x = resize_to_input(images[start : start + batch_size].to(device), input_size)
         out.append(net(x).argmax(1).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
@@ -153,7 +183,10 @@ def evaluate_checkpoint(
 
     Row keys are :data:`FIELDS`; ``error_pct`` is the test error in %, ``paper_pct`` the
     paper's number for this model trained and tested on that variant: on the own row only
-    (``None`` elsewhere, and where the paper has none).
+    (``None`` elsewhere, and where the paper has none). The pose columns
+    (:data:`POSE_FIELDS`) hold the transformer's pose recovery on that test set, ``None``
+    for a model without a transformer on its input (and ``pose_undone`` for a set without
+    pose spread, such as plain MNIST).
     """
     net, run_config = load_checkpoint_net(ckpt_path)
     net.to(device)
@@ -167,12 +200,21 @@ def evaluate_checkpoint(
     jobs: list[tuple[str, dict[str, Any], bool]] = [(own or "own", own_data, True)]
     for variant in select_variants(variants, own, canvas, source):
         jobs.append((variant, variant_data_config(variant, run_config, data_dir), False))
+    transformer = getattr(net, "input_transformer", None)
+    if transformer is None:
+        log.info("pose columns left empty: the model has no spatial transformer on its input")
     rows = []
     for name, data_config, is_own in jobs:
-        images, labels = render_test_set(data_config, allow_fetch=allow_fetch)
-        predicted = predict_labels(net, images, canvas, batch_size, device)
+        images, labels, pose = fixed_test_set(data_config, allow_fetch=allow_fetch)
+        inputs = resize_to_input(images, canvas)
+        predicted = predict_labels(net, inputs, canvas, batch_size, device)
         errors = int((predicted != labels).sum())
         column = dataset_label(name, source)
+        pose_row = dict.fromkeys(POSE_FIELDS)
+        if transformer is not None and pose is not None:
+            measured = measure_pose(transformer, inputs, pose, images.shape[-1], batch_size)
+            kept = logged_statistics(measured.metrics)
+            pose_row = {f"pose_{key}": kept.get(key) for key in POSE_STATISTICS}
         rows.append(
             {
                 "model": row_label,
@@ -186,10 +228,21 @@ def evaluate_checkpoint(
                 "error_pct": 100.0 * errors / max(1, len(labels)),
                 # the paper trained one model per variant: its number only fits the own row
                 "paper_pct": paper_error(row_label, column) if is_own else None,
+                **pose_row,
             }
         )
         log.info("%s: %.2f%% test error (%d samples)", name, rows[-1]["error_pct"], len(labels))
+        if pose_row["pose_undone"] is not None:
+            log.info("%s: pose undone %.3f", name, round(pose_row["pose_undone"], 3) + 0.0)
     return rows
+
+
+def _pose_cells(row: dict[str, Any]) -> list[str]:
+    """``pose undone`` and ``angle std °`` (before → after) cells of a results.md row."""
+    before, after = row.get("pose_angle_std_before"), row.get("pose_angle_std_after")
+    angle = "–" if before is None or after is None else f"{before:.1f} → {after:.1f}"
+    undone = row.get("pose_undone")
+    return ["–" if undone is None else f"{round(undone, 3) + 0.0:.3f}", angle]  # no "-0.000"
 
 
 def _cell(value: Any) -> str:
@@ -203,7 +256,8 @@ def _cell(value: Any) -> str:
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -> list[Path]:
-    """Write ``results.csv`` (every field) and ``results.md`` (a readable table)."""
+    """Write ``results.csv`` (every field) and ``results.md`` (a readable table: the pose
+    columns as ``pose undone`` and the angle's circular std before → after)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "results.csv", out / "results.md"
@@ -211,7 +265,7 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row[k] is None else row[k] for k in FIELDS})
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in FIELDS})
     header = [
         "variant",
         "Table 1",
@@ -221,6 +275,8 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -
         "samples",
         "error %",
         "paper %",
+        "pose undone",
+        "angle std ° (before → after)",
     ]
     keys = ["variant", "column", "own", "canvas", "resized", "samples", "error_pct", "paper_pct"]
     lines = [
@@ -229,6 +285,9 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    lines += ["| " + " | ".join(_cell(row[k]) for k in keys) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join([*(_cell(row[k]) for k in keys), *_pose_cells(row)]) + " |"
+        for row in rows
+    ]
     md_path.write_text("\n".join(lines) + "\n")
     return [csv_path, md_path]

@@ -5,11 +5,14 @@
   per-rank generator.
 * Validation and test sets are rendered once in :meth:`setup` from parameters drawn with a
   fixed seed for every index, so they are the same whatever the batch size, worker count,
-  device or number of processes.
+  device or number of processes. Beside them the module keeps each digit's applied pose
+  (:class:`~stnlab.data.distortions.PoseRecord`, looked up by index: :meth:`fixed_set`);
+  the loaders' batches stay ``(images, labels, index)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -20,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from stnlab.checks import check_batch_split, check_range
-from stnlab.data.distortions import Distortion, NoDistortion
+from stnlab.data.distortions import Distortion, NoDistortion, PoseRecord
 from stnlab.data.sources import DATASETS, ensure_dataset, load_split
 from stnlab.errors import ConfigError
 
@@ -181,6 +184,8 @@ class DigitsDataModule(L.LightningDataModule):
         self.train_set: TensorBatches | None = None
         self.val_set: TensorBatches | None = None
         self.test_set: TensorBatches | None = None
+        self.val_pose: PoseRecord | None = None
+        self.test_pose: PoseRecord | None = None
         self._train_gen: torch.Generator | None = None
         self._pending_gen_state: Tensor | None = None
 
@@ -211,21 +216,41 @@ class DigitsDataModule(L.LightningDataModule):
             order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed))
             train_idx, val_idx = order[self.val_size :], order[: self.val_size]
             self.train_set = TensorBatches(images[train_idx], labels[train_idx])
-            self.val_set = self._fixed_set(images[val_idx], labels[val_idx], self.eval_seed)
+            val_images, val_labels = images[val_idx], labels[val_idx]
+            self.val_set, self.val_pose = self._render_fixed(val_images, val_labels, self.eval_seed)
         if stage in (None, "test", "predict") and self.test_set is None:
             images, labels = self._load("test")
-            self.test_set = self._fixed_set(images, labels, self.eval_seed + 1)
+            self.test_set, self.test_pose = self._render_fixed(images, labels, self.eval_seed + 1)
 
-    def _fixed_set(self, images: Tensor, labels: Tensor, seed: int) -> TensorBatches:
-        """Render every image once with parameters drawn for its index from ``seed``."""
+    def _render_fixed(
+        self, images: Tensor, labels: Tensor, seed: int
+    ) -> tuple[TensorBatches, PoseRecord | None]:
+        """Render every image once with parameters drawn for its index from ``seed``; the
+        pose record of those parameters (``None`` for a distortion that keeps none)."""
         gen = torch.Generator().manual_seed(seed)
         params = self.distortion.sample(len(images), gen, torch.device("cpu"))
         pool = to_float(images)  # clutter sources index the whole set
-        chunks = []
+        chunks, poses = [], []
         for start in range(0, len(images), 2048):
             part = {k: v[start : start + 2048] for k, v in params.items()}
-            chunks.append(self.distortion.render(pool[start : start + 2048], part, pool=pool))
-        return TensorBatches(torch.cat(chunks), labels)
+            digits = pool[start : start + 2048]
+            chunks.append(self.distortion.render(digits, part, pool=pool))
+            with contextlib.suppress(NotImplementedError):
+                poses.append(self.distortion.pose_record(part, len(digits)))
+        pose = PoseRecord.cat(poses) if len(poses) == len(chunks) and poses else None
+        return TensorBatches(torch.cat(chunks), labels), pose
+
+    def fixed_set(self, split: str) -> tuple[Tensor, Tensor, PoseRecord | None]:
+        """The fixed ``split`` (``"val"`` or ``"test"``): canvases ``(N, C, S, S)`` in
+        ``[0, 1]``, labels ``(N,)`` and each digit's applied pose (``None`` when the
+        distortion keeps no record). Sets itself up when needed."""
+        if split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+        if getattr(self, f"{split}_set") is None:
+            self.setup("validate" if split == "val" else "test")
+        data: TensorBatches = getattr(self, f"{split}_set")
+        images, labels = data.tensors
+        return images, labels, getattr(self, f"{split}_pose")
 
     # ---------------------------------------------------------------- loaders
     def _rank_info(self) -> tuple[int, int]:

@@ -5,10 +5,15 @@ A distortion is split in two so that fixed and fresh sets share one code path:
 dimension ``n``) from a ``torch.Generator``; :meth:`Distortion.render` warps a batch with
 given parameters. Fixed validation/test sets draw their parameters once for every index;
 training draws fresh ones every batch, on the batch's device.
+
+:meth:`Distortion.pose_record` turns the same parameters into where each digit's box went
+(:class:`PoseRecord`), which pose-recovery metrics compare with what the model's
+transformer made of it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -17,8 +22,12 @@ from torch import Tensor
 from stnlab.geometry import (
     AffineTransform,
     ProjectiveTransform,
+    apply_homography,
+    box_corners,
     displacement_grid,
+    displacement_preimage,
     homography_from_points,
+    pixel_matrix,
     placement_theta,
     sample,
     smooth_displacement,
@@ -26,6 +35,53 @@ from stnlab.geometry import (
 )
 
 Params = dict[str, Tensor]
+
+
+@dataclasses.dataclass
+class PoseRecord:
+    """Where a distortion put each digit's box on the canvas.
+
+    Attributes:
+        corners: ``(N, 4, 2)`` canvas pixels (origin at the canvas's top-left edge, y
+            down) of the digit box's top-left, top-right, bottom-right and bottom-left
+            corners.
+        homography: ``(N, 3, 3)`` digit pixels → canvas pixels, for distortions that are
+            one (rotation, scale, shift, projective, placement); ``None`` for elastic.
+        digit_size: side of the digit's box in its own pixels (28 for MNIST).
+    """
+
+    corners: Tensor
+    homography: Tensor | None
+    digit_size: int
+
+    def __len__(self) -> int:
+        return len(self.corners)
+
+    def __getitem__(self, index: slice | Tensor) -> PoseRecord:
+        homography = None if self.homography is None else self.homography[index]
+        return PoseRecord(self.corners[index], homography, self.digit_size)
+
+    @staticmethod
+    def cat(records: list[PoseRecord]) -> PoseRecord:
+        """Records of consecutive chunks as one."""
+        homographies = [r.homography for r in records]
+        homography = None if any(h is None for h in homographies) else torch.cat(homographies)
+        corners = torch.cat([r.corners for r in records])
+        return PoseRecord(corners, homography, records[0].digit_size)
+
+    @staticmethod
+    def from_homography(homography: Tensor, digit_size: int) -> PoseRecord:
+        """The record of ``(N, 3, 3)`` digit-pixel → canvas-pixel homographies."""
+        box = box_corners(digit_size, centred=False, dtype=homography.dtype)
+        box = box.to(homography.device).expand(len(homography), 4, 2)
+        return PoseRecord(apply_homography(homography, box), homography, digit_size)
+
+
+def pixel_homography(normalised: Tensor, digit_size: int, canvas_size: int) -> Tensor:
+    """Digit → canvas homographies ``(N, 3, 3)`` in normalised coordinates, in pixels."""
+    to_px = pixel_matrix(canvas_size, dtype=normalised.dtype).to(normalised.device)
+    digit = pixel_matrix(digit_size, dtype=normalised.dtype).to(normalised.device)
+    return to_px @ normalised @ torch.linalg.inv(digit)
 
 
 def _uniform(
@@ -62,6 +118,14 @@ class Distortion:
         """
         raise NotImplementedError
 
+    def pose_record(self, params: Params, n: int) -> PoseRecord:
+        """Where the ``n`` digits rendered with ``params`` lie on the canvas.
+
+        See :class:`PoseRecord`; ``n`` is the leading dimension of ``params`` (which may be
+        empty, as for :class:`NoDistortion`).
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no pose record")
+
     def __call__(self, digits: Tensor, generator: torch.Generator) -> Tensor:
         """Render ``digits`` with fresh parameters drawn from ``generator``."""
         return self.render(digits, self.sample(digits.shape[0], generator, digits.device))
@@ -79,6 +143,10 @@ class NoDistortion(Distortion):
 
     def sample(self, n: int, generator: torch.Generator, device: torch.device) -> Params:
         return {}
+
+    def pose_record(self, params: Params, n: int) -> PoseRecord:
+        """Every digit fills the canvas, upright."""
+        return PoseRecord.from_homography(torch.eye(3).expand(n, 3, 3), self.canvas_size)
 
     def render(self, digits: Tensor, params: Params, pool: Tensor | None = None) -> Tensor:
         if digits.shape[-1] != self.canvas_size:
@@ -146,6 +214,15 @@ class RandomSimilarity(Distortion):
             params["angle"], params["scale"], params["shift"], digits.shape[-1], self.canvas_size
         )
         return warp(digits, self._affine, theta, (self.canvas_size, self.canvas_size))
+
+    def pose_record(self, params: Params, n: int) -> PoseRecord:
+        """The inverse of the sampling matrix: digit → canvas, converted to pixels."""
+        theta = placement_theta(
+            params["angle"], params["scale"], params["shift"], self.digit_size, self.canvas_size
+        )
+        normalised = torch.linalg.inv(self._affine.to_matrix(theta.double()))
+        homography = pixel_homography(normalised, self.digit_size, self.canvas_size)
+        return PoseRecord.from_homography(homography.float(), self.digit_size)
 
 
 class RandomProjective(Distortion):
@@ -215,14 +292,25 @@ class RandomProjective(Distortion):
         cross = edges[..., 0] * nxt[..., 1] - edges[..., 1] * nxt[..., 0]
         return (cross > 0).all(dim=1)
 
+    def _landed(self, params: Params, side: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The unit square ``(4, 2)`` and where each corner of the digit lands on the canvas,
+        ``(n, 4, 2)`` in canvas-normalised units."""
+        square = torch.tensor(self._SQUARE, device=params["scale"].device, dtype=dtype)
+        half = params["scale"].to(dtype).view(-1, 1, 1) * (side / self.canvas_size)
+        return square, square * half + params["corners"].to(dtype) * (2.0 / self.canvas_size)
+
     def render(self, digits: Tensor, params: Params, pool: Tensor | None = None) -> Tensor:
-        side = digits.shape[-1]
-        square = torch.tensor(self._SQUARE, device=digits.device, dtype=digits.dtype)
-        # Where each corner of the digit lands on the canvas, in canvas-normalised units.
-        half = params["scale"].view(-1, 1, 1) * (side / self.canvas_size)
-        landed = square * half + params["corners"] * (2.0 / self.canvas_size)
+        square, landed = self._landed(params, digits.shape[-1], digits.dtype)
         theta = homography_from_points(landed, square.expand_as(landed))
         return warp(digits, self._family, theta, (self.canvas_size, self.canvas_size))
+
+    def pose_record(self, params: Params, n: int) -> PoseRecord:
+        """The homography taking the digit's corners to where they landed, in pixels."""
+        square, landed = self._landed(params, self.digit_size, torch.float64)
+        theta = homography_from_points(square.expand_as(landed), landed)
+        normalised = self._family.to_matrix(theta)
+        homography = pixel_homography(normalised, self.digit_size, self.canvas_size)
+        return PoseRecord.from_homography(homography.float(), self.digit_size)
 
 
 class RandomElastic(Distortion):
@@ -253,6 +341,17 @@ class RandomElastic(Distortion):
             )
         field = smooth_displacement(params["noise"].to(digits.dtype), self.sigma, self.alpha)
         return sample(digits, displacement_grid(field))
+
+    def pose_record(self, params: Params, n: int) -> PoseRecord:
+        """The digit box's corners after the field (the warp is in place: digit = canvas).
+
+        A corner goes to the canvas point whose displacement reads it (solved by
+        :func:`~stnlab.geometry.displacement_preimage`); there is no homography.
+        """
+        field = smooth_displacement(params["noise"].float(), self.sigma, self.alpha)
+        box = box_corners(self.canvas_size, centred=False).to(field.device)
+        corners = displacement_preimage(field, box.expand(n, 4, 2))
+        return PoseRecord(corners, None, self.canvas_size)
 
 
 class ClutteredPlacement(Distortion):
@@ -303,6 +402,10 @@ class ClutteredPlacement(Distortion):
             0, self.canvas_size - p + 1, (n, k, 2), generator=generator, device=device
         )
         return params
+
+    def pose_record(self, params: Params, n: int) -> PoseRecord:
+        """The digit's placement (clutter patches are not part of its pose)."""
+        return self._place.pose_record(params, n)
 
     def render(self, digits: Tensor, params: Params, pool: Tensor | None = None) -> Tensor:
         canvas = self._place.render(digits, params)

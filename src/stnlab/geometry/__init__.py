@@ -11,8 +11,20 @@ Modules, bottom to top: ``grids`` (the coordinate convention, identity and 3×3-
 This package imports nothing else from stnlab and knows nothing of Lightning.
 """
 
-from stnlab.geometry.fields import displacement_grid, smooth_displacement
+from stnlab.geometry.fields import displacement_grid, displacement_preimage, smooth_displacement
 from stnlab.geometry.grids import ALIGN_CORNERS, base_grid, grid_coverage, matrix_grid
+from stnlab.geometry.pose import (
+    POSE_METRICS,
+    apply_homography,
+    box_corners,
+    circular_std,
+    invert_points,
+    map_points,
+    pixel_matrix,
+    pose_spread,
+    pose_statistics,
+    similarity_fit,
+)
 from stnlab.geometry.sampler import sample, warp
 from stnlab.geometry.transforms import (
     FAMILIES,
@@ -31,6 +43,7 @@ from stnlab.geometry.transforms import (
 __all__ = [
     "ALIGN_CORNERS",
     "FAMILIES",
+    "POSE_METRICS",
     "AffineTransform",
     "AttentionTransform",
     "ProjectiveTransform",
@@ -38,14 +51,24 @@ __all__ = [
     "TPSTransform",
     "TransformFamily",
     "TranslationTransform",
+    "apply_homography",
     "base_grid",
+    "box_corners",
+    "circular_std",
     "displacement_grid",
+    "displacement_preimage",
     "grid_coverage",
     "homography_from_points",
+    "invert_points",
     "make_family",
+    "map_points",
     "matrix_grid",
+    "pixel_matrix",
     "placement_theta",
+    "pose_spread",
+    "pose_statistics",
     "sample",
+    "similarity_fit",
     "smooth_displacement",
     "warp",
 ]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stnlab.geometry.grids import base_grid
+from stnlab.geometry.grids import ALIGN_CORNERS, base_grid
 
 
 def _gaussian_kernel(sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -54,3 +54,28 @@ def displacement_grid(displacement_px: Tensor) -> Tensor:
     grid = base_grid(height, width, device=displacement_px.device, dtype=displacement_px.dtype)
     scale = torch.tensor([2.0 / width, 2.0 / height], device=grid.device, dtype=grid.dtype)
     return grid.unsqueeze(0) + displacement_px.permute(0, 2, 3, 1) * scale
+
+
+def displacement_preimage(displacement_px: Tensor, targets_px: Tensor, steps: int = 20) -> Tensor:
+    """Where input points land under the warp of :func:`displacement_grid`: ``(B, M, 2)``.
+
+    The warp's output pixel ``p`` reads the input at ``p + d(p)``; for input points ``q``
+    ``(B, M, 2)`` (pixels, origin at the image's top-left edge) this returns the ``p`` with
+    ``p + d(p) = q``, by the fixed-point iteration ``p ← q - d(p)`` with ``d`` ``(B, 2, H,
+    W)`` read bilinearly (its edge values beyond the pixel centres). The iteration
+    converges when ``d`` varies by less than a pixel per pixel, as smooth elastic fields do.
+
+    >>> shift = torch.ones(1, 2, 4, 4)  # every output pixel reads 1 px right and down
+    >>> displacement_preimage(shift, torch.tensor([[[2.0, 2.0]]]))
+    tensor([[[1., 1.]]])
+    """
+    _, _, height, width = displacement_px.shape
+    to_norm = torch.tensor([2.0 / width, 2.0 / height], device=targets_px.device)
+    to_norm = to_norm.to(targets_px.dtype)
+    field = displacement_px.to(targets_px.dtype)
+    points = targets_px
+    for _ in range(steps):
+        grid = (points * to_norm - 1).unsqueeze(1)  # (B, 1, M, 2)
+        d = F.grid_sample(field, grid, padding_mode="border", align_corners=ALIGN_CORNERS)
+        points = targets_px - d[:, :, 0].transpose(1, 2)
+    return points

@@ -70,6 +70,12 @@ class STNClassifier(nn.Module):
             x = F.avg_pool2d(x, self.post_pool)
         return x
 
+    @property
+    def input_transformer(self) -> SpatialTransformer | None:
+        """The transformer that warps the input image; ``None`` without one, or when it
+        warps feature maps (``transformer_at="features"``)."""
+        return self.transformer if self.transformer_at == "input" else None
+
     def transformed_input(self, x: Tensor) -> Tensor | None:
         """What the transformer makes of the image ``x`` ``(B, C, H, W)`` in ``[0, 1]``:
         ``(B, C, S', S')`` as the backbone sees it before normalisation (after ``post_pool``);

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stnlab.geometry import TransformFamily, matrix_grid, sample
+from stnlab.geometry import (
+    ProjectiveTransform,
+    TransformFamily,
+    invert_points,
+    matrix_grid,
+    sample,
+)
 
 
 class GridSampler(nn.Module):
@@ -65,6 +71,21 @@ class SpatialTransformer(nn.Module):
     def predict_theta(self, x: Tensor) -> Tensor:
         """θ ``(B, N·P)`` for input ``(B, C, H, W)``."""
         return self.regressor(self.loc_net(x))
+
+    def first_warp(self, x: Tensor) -> tuple[TransformFamily, Tensor]:
+        """The warp of the first (or only) transformer for input ``(B, C, H, W)``: its
+        family and θ ``(B, P)``, mapping output to input in normalised coordinates."""
+        return self.transform, self.predict_theta(x)[:, : self.transform.num_params]
+
+    def locate(self, x: Tensor, points: Tensor) -> Tensor:
+        """Where input points ``(B, M, 2)`` appear on the (first) output: ``(B, M, 2)``.
+
+        Both in normalised coordinates. The inverse of the sampling map: exact for families
+        with a matrix form, Newton steps for the thin-plate spline
+        (:func:`~stnlab.geometry.invert_points`).
+        """
+        family, theta = self.first_warp(x)
+        return invert_points(family, theta, points)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → warped ``(B, N·C, S, S)`` with ``S = output_size or H``."""
@@ -126,6 +147,12 @@ class ICSpatialTransformer(SpatialTransformer):
                 view = sample(x, matrix_grid(matrix, size))
             matrix = matrix @ self.transform.to_matrix(self.predict_theta(view))
         return matrix
+
+    def first_warp(self, x: Tensor) -> tuple[TransformFamily, Tensor]:
+        """The composed warp as a homography: ``ProjectiveTransform`` and θ ``(B, 8)``."""
+        matrix = self.warp_matrix(x)
+        theta = (matrix / matrix[:, 2:, 2:]).flatten(1)[:, :8]
+        return ProjectiveTransform(), theta
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → ``(B, C, S, S)`` sampled once from ``x`` by the composed warp."""

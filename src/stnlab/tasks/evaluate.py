@@ -57,6 +57,9 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     for logger in loggers:
         logger.log_hyperparams({"ckpt_path": str(cfg.ckpt_path), "model": rows[0]["model"]})
     metrics = {f"eval/{row['variant']}/err": float(row["error_pct"]) for row in rows}
+    for row in rows:  # the share of pose spread the transformer removed, where it applies
+        if row.get("pose_undone") is not None:
+            metrics[f"eval/{row['variant']}/pose_undone"] = float(row["pose_undone"])
     log_table(loggers, "eval/results", rows, metrics)
     return rows
 
