@@ -142,3 +142,18 @@ def test_dataset_labels_and_paper_cells() -> None:
     assert dataset_label("rts", "cifar10") == "RTS cifar10"
     assert paper_error("ST-CNN Aff", "TC") == 1.7 and paper_error("CNN", "RTS cifar10") is None
     assert sum(len(cells) for cells in PAPER_TABLE1.values()) == 36
+
+
+def test_report_shows_the_pose_undone_beside_st_cells(tmp_path: Path) -> None:
+    for seed, (err, pose) in enumerate([(1.0, 0.6), (2.0, 0.8)], start=1):
+        run = fake_run(tmp_path / f"st_{seed}", ST_CNN, "rts", seed, err)
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**metrics, "val/pose/undone": pose}))
+    fake_run(tmp_path / "cnn", CNN, "rts", 1, 3.0)  # no transformer: no pose figure
+    rows = build_report([str(tmp_path)], tmp_path / "out")
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["ST-CNN Aff"]["mean_pose"] == pytest.approx(0.7)
+    assert by_model["CNN"]["mean_pose"] is None
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| ST-CNN Aff | 1.50 ± 0.71 (n=2) {pose 0.70} [0.5] |" in md
+    assert "| CNN | 3.00 [0.8] |" in md

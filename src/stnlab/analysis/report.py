@@ -31,7 +31,19 @@ from stnlab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 METRIC = "test/err"
-FIELDS = ["model", "dataset", "n", "mean_err", "std_err", "paper_err", "errors", "failed", "runs"]
+POSE_METRIC = "val/pose/undone"  # the share of pose spread the transformer removed (val set)
+FIELDS = [
+    "model",
+    "dataset",
+    "n",
+    "mean_err",
+    "std_err",
+    "paper_err",
+    "mean_pose",
+    "errors",
+    "failed",
+    "runs",
+]
 _NOT_SETTINGS = ("seed=", "hydra.", "ckpt_path=", "trainer.enable_progress_bar=", "logger")
 
 
@@ -68,17 +80,21 @@ def read_run(folder: Path) -> dict[str, Any]:
     source = (config.get("data") or {}).get("dataset", "mnist")
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = read_yaml_data(overrides_file) if overrides_file.is_file() else []
-    error = None
+    error = pose = None
     metrics_file = folder / "metrics.json"
     if metrics_file.is_file() and not (folder / "failure.json").is_file():
-        value = json.loads(metrics_file.read_text()).get(METRIC)
+        metrics = json.loads(metrics_file.read_text())
+        value = metrics.get(METRIC)
         error = float(value) if value is not None else None
+        undone = metrics.get(POSE_METRIC)
+        pose = float(undone) if isinstance(undone, int | float) else None
     return {
         "folder": folder,
         "model": model_label(config),
         "dataset": dataset_label(name, source),
         "seed": config.get("seed"),
         "error": error,
+        "pose": pose,
         "setting": sorted(str(o) for o in overrides if not str(o).startswith(_NOT_SETTINGS)),
     }
 
@@ -99,6 +115,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in sorted(cells, key=order):
         members = cells[key]
         errors = [m["error"] for m in members if m["error"] is not None]
+        poses = [m["pose"] for m in members if m["error"] is not None and m.get("pose") is not None]
         settings = {tuple(m["setting"]) for m in members}
         if len(settings) > 1:
             log.warning(
@@ -115,6 +132,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean_err": statistics.fmean(errors) if errors else None,
                 "std_err": statistics.stdev(errors) if len(errors) > 1 else None,
                 "paper_err": paper_error(*key),
+                "mean_pose": statistics.fmean(poses) if poses else None,
                 "errors": errors,
                 "failed": len(members) - len(errors),
                 "runs": [str(m["folder"]) for m in members],
@@ -133,6 +151,8 @@ def _cell_text(row: dict[str, Any] | None, paper: float | None) -> str:
         text += f" ± {row['std_err']:.2f} (n={row['n']})"
     if row["mixed"]:
         text += " *"
+    if row.get("mean_pose") is not None:
+        text += f" {{pose {row['mean_pose']:.2f}}}"
     return text + paper_text
 
 
@@ -150,6 +170,12 @@ def markdown_table(rows: list[dict[str, Any]], title: str = "") -> str:
     lines += [
         "",
         "Test error %: measured mean ± sample std over n runs, [the paper's number]. "
+        + (
+            "{pose u} = the share of the validation digits' pose spread the transformer "
+            "undid (val/pose/undone, mean over the runs; 1 = all in one pose, 0 = none). "
+            if any(r.get("mean_pose") is not None for r in rows)
+            else ""
+        )
         + ("* = runs with different overrides. " if any(r["mixed"] for r in rows) else "")
         + (
             f"{sum(r['failed'] for r in rows)} run(s) without a result are left out."
