@@ -14,7 +14,6 @@ residual angle, log-scale and shift before and after it (``pose_*_before|after``
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
 from stnlab.analysis.paper import COLUMN_ORDER, dataset_label, model_label, paper_error, run_variant
+from stnlab.analysis.tables import write_csv
 from stnlab.callbacks.pose import LOGGED as POSE_STATISTICS
 from stnlab.callbacks.pose import logged_statistics, measure_pose
 from stnlab.checkpoints import build_from_data, load_checkpoint_net
@@ -261,11 +261,7 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out / "results.csv", out / "results.md"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in FIELDS})
+    write_csv(csv_path, rows, FIELDS)
     header = [
         "variant",
         "Table 1",

@@ -9,7 +9,6 @@ differ in more than the seed are flagged, since their spread is then not seed no
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import statistics
@@ -25,6 +24,7 @@ from stnlab.analysis.paper import (
     paper_error,
     run_variant,
 )
+from stnlab.analysis.tables import write_csv
 from stnlab.checkpoints import read_yaml_data
 from stnlab.errors import ConfigError
 
@@ -246,14 +246,15 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     md, table, png = out / "report.md", out / "report.csv", out / "report.png"
     md.write_text(markdown_table(rows, title))
-    with open(table, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        for row in rows:
-            record = {k: row[k] for k in FIELDS}
-            record["errors"] = ";".join(f"{e:.4f}" for e in row["errors"])
-            record["runs"] = ";".join(row["runs"])
-            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    records = [
+        {
+            **row,
+            "errors": ";".join(f"{e:.4f}" for e in row["errors"]),
+            "runs": ";".join(row["runs"]),
+        }
+        for row in rows
+    ]
+    write_csv(table, records, FIELDS)
     plot_report(rows, title).savefig(png, dpi=110, bbox_inches="tight")
     return md, table, png
 

@@ -13,7 +13,6 @@ Every model sees the same digits, so the curves compare the models' invariance d
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from stnlab.analysis.tables import write_csv
 from stnlab.geometry import AffineTransform, placement_theta, warp
 
 log = logging.getLogger(__name__)
@@ -115,10 +115,7 @@ def write_curves(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, png_path = out / "robustness.csv", out / "robustness.png"
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows({k: row[k] for k in FIELDS} for row in rows)
+    write_csv(csv_path, rows, FIELDS)
     plot_curves(rows, title).savefig(png_path, dpi=110, bbox_inches="tight")
     return csv_path, png_path
 

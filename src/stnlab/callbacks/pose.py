@@ -24,20 +24,12 @@ from PIL import Image
 from torch import Tensor
 
 from stnlab.data.distortions import PoseRecord
-from stnlab.geometry import box_corners, pose_statistics, similarity_fit
+from stnlab.geometry import POSE_METRICS, box_corners, pose_statistics, similarity_fit
 from stnlab.models import SpatialTransformer
 
 log = logging.getLogger(__name__)
 
-LOGGED = (
-    "undone",
-    "angle_std_before",
-    "angle_std_after",
-    "log_scale_std_before",
-    "log_scale_std_after",
-    "shift_std_before",
-    "shift_std_after",
-)
+LOGGED = tuple(key for key in POSE_METRICS if not key.startswith("spread_"))
 """The pose statistics logged (``val/pose/<key>``) and tabled by ``src/eval.py``."""
 
 
