@@ -82,10 +82,6 @@ class STNLitModule(L.LightningModule):
         """``(B, C, H, W)`` in ``[0, 1]`` → logits ``(B, num_classes)``."""
         return self.net(x)
 
-    def transform_inputs(self, x: Tensor) -> Tensor | None:
-        """The network's :meth:`~stnlab.models.STNClassifier.transformed_input` of ``x``."""
-        return self.net.transformed_input(x)
-
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
         logits = self(x)

@@ -75,7 +75,7 @@ def test_transformer_on_feature_maps_and_post_pool() -> None:
     pooled = STNClassifier(
         CNN(1, 21, 10), SpatialTransformer(ConvLocNet(1, 42), AffineTransform()), post_pool=2
     )
-    assert pooled.transform(torch.rand(2, 1, 42, 42)).shape == (2, 1, 21, 21)
+    assert pooled.warp(torch.rand(2, 1, 42, 42)).shape == (2, 1, 21, 21)
     with pytest.raises(ValueError, match="transformer_at must be"):
         STNClassifier(CNN(1, 28, 10), transformer_at="middle")
 

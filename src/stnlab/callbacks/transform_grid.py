@@ -66,9 +66,14 @@ class TransformGridCallback(L.Callback):
         """Render the probe batch through the transformer and log it as ``epoch``."""
         if trainer.sanity_checking or trainer.fast_dev_run:
             return
-        transform = getattr(pl_module, "transform_inputs", None)
+        net = getattr(pl_module, "net", None)
+        transformed_input = getattr(net, "transformed_input", None)
         datamodule = getattr(trainer, "datamodule", None)
-        if transform is None or datamodule is None or not hasattr(datamodule, "probe_batch"):
+        if (
+            transformed_input is None
+            or datamodule is None
+            or not hasattr(datamodule, "probe_batch")
+        ):
             self._warn_once("the model or datamodule cannot show a transform; no grids logged")
             return
         inputs, _ = datamodule.probe_batch(self.num_probes)
@@ -76,7 +81,7 @@ class TransformGridCallback(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            outputs = transform(inputs)
+            outputs = transformed_input(inputs)
         pl_module.train(was_training)
         if outputs is None:
             self._warn_once("the model has no spatial transformer; no transform grids logged")

@@ -62,8 +62,9 @@ class STNClassifier(nn.Module):
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
-    def transform(self, x: Tensor) -> Tensor:
-        """What the backbone's first layer sees of ``x`` before normalisation (input mode)."""
+    def warp(self, x: Tensor) -> Tensor:
+        """The image ``(B, C, H, W)`` warped by the input transformer (if any) and pooled by
+        ``post_pool``: what the backbone's first layer sees before normalisation."""
         if self.transformer is not None and self.transformer_at == "input":
             x = self.transformer(x)
         if self.post_pool > 1:
@@ -87,7 +88,7 @@ class STNClassifier(nn.Module):
         """
         if self.transformer is None or self.transformer_at != "input":
             return None
-        return self.transform(x)[:, : x.shape[1]]
+        return self.warp(x)[:, : x.shape[1]]
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → logits ``(B, num_classes)``."""
@@ -97,8 +98,8 @@ class STNClassifier(nn.Module):
 
     def _forward(self, x: Tensor) -> Tensor:
         if self.transformer_at == "features":
-            x = self.transform(x)
+            x = self.warp(x)
             h = self.backbone.stem((x - self.mean[:, : x.shape[1]]) / self.std[:, : x.shape[1]])
             return self.backbone.head(self.transformer(h))
-        x = self.transform(x)
+        x = self.warp(x)
         return self.backbone((x - self.mean) / self.std)
