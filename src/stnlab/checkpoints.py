@@ -63,6 +63,7 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "stnlab.module.STNLitModule",
         "stnlab.callbacks.TransformGridCallback",
         "stnlab.callbacks.CollapseDetector",
+        "stnlab.callbacks.PoseRecoveryCallback",
         "stnlab.schedules.WarmupDecayLR",
         "torch.optim.SGD",
         "torch.optim.AdamW",
