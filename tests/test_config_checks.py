@@ -163,7 +163,7 @@ def test_output_dir_that_cannot_be_written(make_cfg: MakeCfg, tmp_path: Path) ->
         ("seed=-1", r"seed=-1 must be an integer in \[0, 4294967295\]"),
         ("trainer.max_epochs=0", r"trainer.max_epochs=0 must be a positive integer"),
         ("optimized_metric=val/acc_bst", r"Did you mean val/acc_best\?"),
-        ("data.dataset=kmnist", r"data.dataset='kmnist' is unknown; valid: \["),
+        ("data.source=kmnist", r"data.source='kmnist' is unknown; valid: \["),
         ("data.batch_size=0", r"^data.batch_size=0 must be an integer >= 1"),
         ("model.loc_lr_mult=-1", r"^model.loc_lr_mult=-1 must be a finite number >= 0"),
         ("data.val_size=100000", r"data.val_size=100000 must be between 1 and 599"),

@@ -104,10 +104,10 @@ def test_eval_errors_name_the_bad_value(
 def test_eval_of_a_checkpoint_from_before_variant_names(
     tiny_run: tuple[Path, dict], make_task_cfg: Callable[..., DictConfig], tmp_path: Path
 ) -> None:
-    """Older checkpoints carry no data.name: Hydra's record in the run folder names it."""
+    """Older checkpoints carry no data.variant: Hydra's record in the run folder names it."""
     ckpt, metrics = tiny_run
     checkpoint = torch.load(ckpt, weights_only=False)
-    del checkpoint["stnlab_config"]["data"]["name"]
+    del checkpoint["stnlab_config"]["data"]["variant"]
     old = tmp_path / "old_run" / "checkpoints" / "best.ckpt"
     old.parent.mkdir(parents=True)
     torch.save(checkpoint, old)
@@ -140,3 +140,20 @@ def test_pose_columns_are_empty_without_an_input_transformer(tmp_path: Path) -> 
     assert list(written) == FIELDS
     assert all(written[f] == "" for f in POSE_FIELDS)
     assert md_path.read_text().splitlines()[-1].endswith("| 1.20 | – | – |")
+
+
+def test_eval_of_a_checkpoint_with_the_old_data_key_names(
+    tiny_run: tuple[Path, dict], make_task_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """Checkpoints written before the rename say data.name / data.dataset: still read."""
+    ckpt, metrics = tiny_run
+    checkpoint = torch.load(ckpt, weights_only=False)
+    data = checkpoint["stnlab_config"]["data"]
+    data["name"], data["dataset"] = data.pop("variant"), data.pop("source")
+    old = tmp_path / "renamed" / "checkpoints" / "best.ckpt"
+    old.parent.mkdir(parents=True)
+    torch.save(checkpoint, old)
+    rows = evaluate(make_task_cfg("eval", f"ckpt_path={old}", "~logger", "variants=[mnist]"))
+    assert [r["variant"] for r in rows] == ["rotated", "mnist"]
+    assert rows[0]["error_pct"] == pytest.approx(metrics["test/err"], abs=1e-3)
+

@@ -52,7 +52,7 @@ def test_report_mean_and_std_over_three_runs(tmp_path: Path) -> None:
     fake_run(sweep / "0", ST_CNN, "rts", 1, 0.9)
     fake_run(sweep / "1", ST_CNN, "rts", 2, None)  # failed: left out of the mean
     rows = build_report([*map(str, runs), str(sweep)], tmp_path / "out", "t")
-    by_cell = {(r["model"], r["dataset"]): r for r in rows}
+    by_cell = {(r["model"], r["column"]): r for r in rows}
     cnn = by_cell[("CNN", "RTS")]
     assert cnn["n"] == 3
     assert cnn["mean_err"] == pytest.approx(statistics.fmean(errs))  # 2.3333
@@ -66,7 +66,7 @@ def test_report_mean_and_std_over_three_runs(tmp_path: Path) -> None:
     assert "1 run(s) without a result" in md
     with open(tmp_path / "out" / "report.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    assert [(r["model"], r["dataset"]) for r in table] == [("CNN", "RTS"), ("ST-CNN Aff", "RTS")]
+    assert [(r["model"], r["column"]) for r in table] == [("CNN", "RTS"), ("ST-CNN Aff", "RTS")]
     assert float(table[0]["std_err"]) == pytest.approx(1.5275, abs=1e-4)
     assert (tmp_path / "out" / "report.png").stat().st_size > 5000
 
@@ -102,7 +102,7 @@ def test_report_skips_other_tasks_and_keeps_sources_apart(tmp_path: Path) -> Non
     evaluation.mkdir(parents=True)
     OmegaConf.save(OmegaConf.create({"ckpt_path": "x.ckpt"}), evaluation / "config.yaml")
     rows = build_report([tmp_path], tmp_path / "out")
-    cells = {(r["model"], r["dataset"]): (r["mean_err"], r["paper_err"]) for r in rows}
+    cells = {(r["model"], r["column"]): (r["mean_err"], r["paper_err"]) for r in rows}
     assert cells == {
         ("CNN", "R"): (2.0, 1.2),
         ("CNN", "R fashion_mnist"): (9.0, None),  # the paper's numbers are MNIST's

@@ -113,8 +113,11 @@ def test_rotation_angles_stay_in_range_and_keep_ink() -> None:
 def test_bad_settings_are_clear_errors(fake_mnist: Path) -> None:
     with pytest.raises(ValueError, match="canvas_size=42"):
         DigitsDataModule(root=str(fake_mnist), canvas_size=42, distortion=NoDistortion(28))
-    with pytest.raises(ValueError, match=r"data\.dataset='emnist' is unknown"):
-        DigitsDataModule(root=str(fake_mnist), dataset="emnist")
+    with pytest.raises(ValueError, match=r"data\.source='emnist' is unknown"):
+        DigitsDataModule(root=str(fake_mnist), source="emnist")
+    # the key names of configs written before the rename still work
+    old = DigitsDataModule(root=str(fake_mnist), name="rotated", dataset="mnist")
+    assert (old.variant, old.source) == ("rotated", "mnist")
     with pytest.raises(ValueError, match="scale"):
         RandomSimilarity(scale=(1.2, 0.7))
     dm = DigitsDataModule(root=str(fake_mnist), val_size=10_000)

@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
-from stnlab.analysis.paper import COLUMN_ORDER, dataset_label, model_label, paper_error, run_variant
+from stnlab.analysis.paper import (
+    COLUMN_ORDER,
+    dataset_label,
+    model_label,
+    paper_error,
+    run_source,
+    run_variant,
+)
 from stnlab.analysis.tables import write_csv
 from stnlab.callbacks.pose import LOGGED as POSE_STATISTICS
 from stnlab.callbacks.pose import logged_statistics, measure_pose
@@ -70,10 +77,10 @@ def variant_data_config(
     the run's own ``test/err``.
     """
     data = run_config["data"]
-    source = data.get("dataset", "mnist")
+    source = run_source(run_config)
     if source not in DATASETS:
         raise ConfigError(
-            f"the checkpoint's data.dataset={source!r} is unknown; valid: {list(DATASETS)}"
+            f"the checkpoint's data.source={source!r} is unknown; valid: {list(DATASETS)}"
         )
     cfg = compose_variant(variant, [f"data/source={source}"])
     with open_dict(cfg):
@@ -194,7 +201,7 @@ def evaluate_checkpoint(
     own = run_variant(run_config, Path(ckpt_path).resolve().parents[1])
     if own is None:
         log.warning("%s does not say which data variant it was trained on", ckpt_path)
-    source = str(own_data.get("dataset", "mnist"))
+    source = run_source(run_config)
     canvas = int(own_data["canvas_size"])
     row_label = model_label(run_config)
     jobs: list[tuple[str, dict[str, Any], bool]] = [(own or "own", own_data, True)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-# data.name → Table-1 column; variants outside the table keep their own name.
+# data.variant → Table-1 column; variants outside the table keep their own name.
 COLUMNS: dict[str, str] = {
     "rotated": "R",
     "rts": "RTS",
@@ -87,9 +87,11 @@ def paper_error(row: str, column: str) -> float | None:
 
 
 def run_variant(config: Mapping[str, Any], run_dir: Any = None) -> str | None:
-    """The data variant a run trained on: ``data.name``, or for runs from before data
+    """The data variant a run trained on: ``data.variant`` (``data.name`` before it had
+    its own word), or for runs from before data
     configs carried a name, Hydra's record of the ``data=`` choice in the run folder."""
-    name = (config.get("data") or {}).get("name")
+    data = config.get("data") or {}
+    name = data.get("variant", data.get("name"))
     if name is None and run_dir is not None:
         from pathlib import Path
 
@@ -100,3 +102,10 @@ def run_variant(config: Mapping[str, Any], run_dir: Any = None) -> str | None:
             hydra = (read_yaml_data(hydra_yaml) or {}).get("hydra") or {}
             name = ((hydra.get("runtime") or {}).get("choices") or {}).get("data")
     return name
+
+
+def run_source(config: Mapping[str, Any]) -> str:
+    """The image source a run trained on: ``data.source`` (``data.dataset`` in configs
+    written before it had its own word), ``mnist`` when neither is there."""
+    data = config.get("data") or {}
+    return str(data.get("source", data.get("dataset", "mnist")))

@@ -22,6 +22,7 @@ from stnlab.analysis.paper import (
     dataset_label,
     model_label,
     paper_error,
+    run_source,
     run_variant,
 )
 from stnlab.analysis.tables import write_csv
@@ -34,7 +35,7 @@ METRIC = "test/err"
 POSE_METRIC = "val/pose/undone"  # the share of pose spread the transformer removed (val set)
 FIELDS = [
     "model",
-    "dataset",
+    "column",
     "n",
     "mean_err",
     "std_err",
@@ -72,12 +73,12 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read_run(folder: Path) -> dict[str, Any]:
-    """One run: its cell (``model``, ``dataset``), ``seed``, ``error`` (``None`` if none)."""
+    """One run: its cell (``model``, Table-1 ``column``), ``seed``, ``error`` (``None`` if none)."""
     config = read_yaml_data(folder / ".hydra" / "config.yaml")
     if not isinstance(config, dict):
         raise ConfigError(f"{folder}/.hydra/config.yaml is not a run config (not a mapping)")
     name = run_variant(config, folder)
-    source = (config.get("data") or {}).get("dataset", "mnist")
+    source = run_source(config)
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = read_yaml_data(overrides_file) if overrides_file.is_file() else []
     error = pose = None
@@ -91,7 +92,7 @@ def read_run(folder: Path) -> dict[str, Any]:
     return {
         "folder": folder,
         "model": model_label(config),
-        "dataset": dataset_label(name, source),
+        "column": dataset_label(name, source),
         "seed": config.get("seed"),
         "error": error,
         "pose": pose,
@@ -103,7 +104,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per cell with ``n``, ``mean_err``, ``std_err`` (sample std; ``None`` for n < 2)."""
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in runs:
-        cells.setdefault((run["model"], run["dataset"]), []).append(run)
+        cells.setdefault((run["model"], run["column"]), []).append(run)
 
     def order(key: tuple[str, str]) -> tuple[int, str, int, str]:
         row, col = key
@@ -127,7 +128,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "model": key[0],
-                "dataset": key[1],
+                "column": key[1],
                 "n": len(errors),
                 "mean_err": statistics.fmean(errors) if errors else None,
                 "std_err": statistics.stdev(errors) if len(errors) > 1 else None,
@@ -159,9 +160,9 @@ def _cell_text(row: dict[str, Any] | None, paper: float | None) -> str:
 def markdown_table(rows: list[dict[str, Any]], title: str = "") -> str:
     """Table 1's layout: models × datasets, ``mean ± std (n) [paper]`` test error % per cell."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    present = {r["dataset"] for r in rows}
+    present = {r["column"] for r in rows}
     columns = [c for c in COLUMN_ORDER if c in present] + sorted(present - set(COLUMN_ORDER))
-    by_cell = {(r["model"], r["dataset"]): r for r in rows}
+    by_cell = {(r["model"], r["column"]): r for r in rows}
     lines = [f"# {title}", ""] if title else []
     lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for model in models:
@@ -195,11 +196,11 @@ def plot_report(rows: list[dict[str, Any]], title: str = "") -> Any:
 
     measured = [r for r in rows if r["mean_err"] is not None]
     models = list(dict.fromkeys(r["model"] for r in measured))
-    present = {r["dataset"] for r in measured}
+    present = {r["column"] for r in measured}
     columns = [c for c in COLUMN_ORDER if c in present] + sorted(present - set(COLUMN_ORDER))
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(columns) * max(1, len(models)) / 2, 3.8))
     width = 0.8 / max(1, len(models))
-    by_cell = {(r["model"], r["dataset"]): r for r in measured}
+    by_cell = {(r["model"], r["column"]): r for r in measured}
     for i, model in enumerate(models):
         xs, means, stds, paper_x, paper_y = [], [], [], [], []
         for j, col in enumerate(columns):

@@ -111,8 +111,11 @@ class DigitsDataModule(L.LightningDataModule):
 
     Args:
         root: folder holding ``<Dataset>/raw/`` files in torchvision's layout.
-        name: the variant's name (``rotated``, ``rts``, …; a label for eval and reports).
-        dataset: ``mnist``, ``fashion_mnist`` or ``cifar10``.
+        variant: the distortion variant's name (``rotated``, ``rts``, …; a label for eval
+            and reports).
+        source: the image source, ``mnist``, ``fashion_mnist`` or ``cifar10``.
+        name, dataset: the names ``variant`` and ``source`` had in configs (and
+            checkpoints) written before stnlab gave each its own word; still accepted.
         distortion: the distortion for all splits (``None`` = plain digits).
         canvas_size: side of the images the model sees; must match the distortion's.
         image_size: side of the source images (28 for MNIST, 32 for CIFAR-10).
@@ -136,8 +139,8 @@ class DigitsDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str = "data",
-        name: str | None = None,
-        dataset: str = "mnist",
+        variant: str | None = None,
+        source: str = "mnist",
         distortion: Distortion | None = None,
         canvas_size: int = 28,
         image_size: int = 28,
@@ -153,10 +156,14 @@ class DigitsDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         allow_fetch: bool = True,
+        name: str | None = None,
+        dataset: str | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ConfigError(f"data.dataset={dataset!r} is unknown; valid: {DATASETS}")
+        variant = variant if variant is not None else name
+        source = dataset if dataset is not None else source
+        if source not in DATASETS:
+            raise ConfigError(f"data.source={source!r} is unknown; valid: {DATASETS}")
         for key, value in (("canvas_size", canvas_size), ("image_size", image_size)):
             check_range(f"data.{key}", value, integer=True, minimum=1, hint=" (pixels)")
         self.distortion = distortion if distortion is not None else NoDistortion(canvas_size)
@@ -174,7 +181,7 @@ class DigitsDataModule(L.LightningDataModule):
             minimum=0,
             hint=" (0: batches are indexed in the main process, the fastest here)",
         )
-        self.root, self.dataset, self.name = str(root), dataset, name
+        self.root, self.source, self.variant = str(root), source, variant
         self.canvas_size, self.image_size = canvas_size, image_size
         self.channels, self.num_classes = channels, num_classes
         self.mean, self.std = tuple(mean), tuple(std)
@@ -191,15 +198,15 @@ class DigitsDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- set-up
     def prepare_data(self) -> None:
-        ensure_dataset(self.root, self.dataset, allow_fetch=self.allow_fetch)
+        ensure_dataset(self.root, self.source, allow_fetch=self.allow_fetch)
 
     def _load(self, split: str) -> tuple[Tensor, Tensor]:
-        images, labels = load_split(self.root, self.dataset, split, allow_fetch=False)
+        images, labels = load_split(self.root, self.source, split, allow_fetch=False)
         shape = (self.channels, self.image_size, self.image_size)
         got = (1, *images.shape[1:]) if images.ndim == 3 else tuple(images.shape[1:])
         if got != shape:
             raise ConfigError(
-                f"{self.dataset} images are {got} (C, H, W) but the data config says "
+                f"{self.source} images are {got} (C, H, W) but the data config says "
                 f"channels={self.channels}, image_size={self.image_size}; pick the matching "
                 "data/source (mnist | fashion_mnist | cifar10)"
             )

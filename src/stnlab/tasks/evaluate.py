@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from stnlab.analysis import robustness as robust
 from stnlab.analysis.evaluate import evaluate_checkpoint, write_results
-from stnlab.analysis.paper import dataset_label, model_label, run_variant
+from stnlab.analysis.paper import dataset_label, model_label, run_source, run_variant
 from stnlab.checkpoints import load_checkpoint_net
 from stnlab.checks import check_range
 from stnlab.config_checks import check_finite, instantiate_dict
@@ -78,7 +78,7 @@ def _load_labelled(ckpts: Any) -> dict[str, tuple[str, Any, dict[str, Any]]]:
         net, config = load_checkpoint_net(path)
         if label is None:
             variant = run_variant(config, Path(path).resolve().parents[1])
-            column = dataset_label(variant, config["data"].get("dataset", "mnist"))
+            column = dataset_label(variant, run_source(config))
             label = f"{model_label(config)} ({column})"
             while label in loaded:
                 label += "'"
@@ -113,9 +113,9 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
     loaded = _load_labelled(ckpts)
     for label, (_, net, config) in loaded.items():
         models[label] = (net.to(device), int(config["data"]["canvas_size"]))
-        datasets.add(config["data"].get("dataset", "mnist"))
+        datasets.add(run_source(config))
     if len(datasets) > 1:
-        raise ConfigError(f"the checkpoints were trained on different datasets {datasets}")
+        raise ConfigError(f"the checkpoints were trained on different image sources {datasets}")
     images, labels = load_split(
         cfg.paths.data_dir, datasets.pop(), "test", allow_fetch=bool(cfg.allow_fetch)
     )
