@@ -156,4 +156,3 @@ def test_eval_of_a_checkpoint_with_the_old_data_key_names(
     rows = evaluate(make_task_cfg("eval", f"ckpt_path={old}", "~logger", "variants=[mnist]"))
     assert [r["variant"] for r in rows] == ["rotated", "mnist"]
     assert rows[0]["error_pct"] == pytest.approx(metrics["test/err"], abs=1e-3)
-
