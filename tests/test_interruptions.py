@@ -16,7 +16,8 @@ import pytest
 from cli_helper import ROOT, cli_env, run_train
 from stnlab.checkpoints import read_checkpoint
 from stnlab.errors import RunFolderBusyError
-from stnlab.run_folder import LOCK_NAME, RunFolderLock, remove_stale_temp_files
+from stnlab.run_folder import LOCK_NAME, RunFolderLock
+from stnlab.temp_files import remove_stale_temp_files
 
 TINY = [
     "model=stn_cnn",

@@ -3,8 +3,8 @@
 * :class:`RunFolderLock` makes a run (and each sweep job) hold its folder: a second process
   started on the same folder is refused, naming the PID that holds it; a lock left by a
   dead process is taken over with a warning.
-* :func:`remove_stale_temp_files` deletes ``.<name>.tmp-<pid>`` / ``.<name>.part-<pid>``
-  files that a killed process left behind (checkpoint and data writes go through them).
+* stale ``.<name>.tmp-<pid>`` / ``.<name>.part-<pid>`` files that a killed process left
+  behind are removed by :func:`stnlab.temp_files.remove_stale_temp_files`.
 * :func:`sigterm_raises` turns SIGTERM (what SLURM and most schedulers send before they
   kill a job) into :class:`~stnlab.errors.TerminatedError`, so the run ends with exit
   status 143, a message naming the last good checkpoint and a ``failure.json``.
@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -25,24 +24,11 @@ from types import FrameType
 
 from stnlab.checks import check_writable
 from stnlab.errors import RunFolderBusyError, TerminatedError
+from stnlab.temp_files import pid_alive
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".stnlab.lock"
-_TEMP = re.compile(r"^\..+\.(?:tmp|part)-(\d+)$")
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class RunFolderLock:
@@ -102,28 +88,6 @@ class RunFolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def remove_stale_temp_files(*folders: str | os.PathLike) -> list[Path]:
-    """Delete ``.<name>.tmp-<pid>`` / ``.<name>.part-<pid>`` files of dead processes.
-
-    Looks in each folder and its subfolders (checkpoints, data); files of a live process
-    (another run writing right now) are left alone. Returns what was removed.
-    """
-    removed = []
-    for folder in folders:
-        root = Path(folder)
-        if not root.is_dir():
-            continue
-        for path in root.rglob(".*"):
-            match = _TEMP.match(path.name)
-            if match and path.is_file() and not pid_alive(int(match.group(1))):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-                    removed.append(path)
-    if removed:
-        log.info("removed %d temporary file(s) left by killed runs", len(removed))
-    return removed
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:

@@ -36,6 +36,7 @@ import torch
 
 from stnlab.checks import write_probe
 from stnlab.errors import StnlabError
+from stnlab.temp_files import remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +327,7 @@ def ensure_dataset(
         verify_file(paths[key], _expected_md5(paths[key], spec.files[key]))
     if missing and allow_fetch:
         prepare_download_folder(dest, f"{spec.name} " + ", ".join(r.name for r in missing.values()))
+        remove_stale_temp_files(dest)  # .part-<pid> files of fetches that were killed
         reasons = [
             _from_local(spec, missing, dest),
             _from_mirrors(spec, missing, dest, timeout) if missing else "",

@@ -37,7 +37,8 @@ from omegaconf import DictConfig
 from stnlab.checkpoints import own_last_checkpoint
 from stnlab.errors import ConfigError, TerminatedError, user_error_message
 from stnlab.loggers import close_wandb
-from stnlab.run_folder import RunFolderLock, remove_stale_temp_files, sigterm_raises
+from stnlab.run_folder import RunFolderLock, sigterm_raises
+from stnlab.temp_files import remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
