@@ -25,7 +25,7 @@ def test_presets_cover_36_distinct_cells(make_cfg: Callable[..., DictConfig]) ->
     cells = set()
     for name in PRESETS:
         resolved = OmegaConf.to_container(make_cfg(f"experiment={name}"), resolve=True)
-        cells.add((model_label(resolved), dataset_label(resolved["data"]["name"])))
+        cells.add((model_label(resolved), dataset_label(resolved["data"]["variant"])))
     assert len(cells) == len(PRESETS) == 36
     assert cells == {(row, col) for row, cols in PAPER_TABLE1.items() for col in cols}
 
@@ -36,7 +36,7 @@ def test_preset_composes_runs_and_lands_in_its_cell(
 ) -> None:
     cfg = make_cfg(f"experiment={name}", "debug=fdr")
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    row, column = model_label(resolved), dataset_label(resolved["data"]["name"])
+    row, column = model_label(resolved), dataset_label(resolved["data"]["variant"])
     paper = PAPER_TABLE1[row][column]
     comment = (Path(__file__).parents[1] / "conf" / "experiment" / f"{name}.yaml").read_text()
     assert re.search(rf"the paper reports {paper}% test error", comment), (row, column)
