@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TRUST_ENV = "STNLAB_TEST_TRUST_MNIST"
 
 
-def trust_synthetic_mnist(root: str | Path) -> None:
-    """Accept the IDX files under ``root/MNIST/raw`` by their own checksums; fetch nothing."""
+def trusted_mnist_spec(root: str | Path) -> Any:
+    """MNIST's source spec accepting the IDX files under ``root/MNIST/raw`` by their own
+    checksums, with nothing to fetch from (the one place tests trust synthetic files)."""
     from stnlab.data import sources
 
     spec = sources.SPECS["mnist"]
@@ -33,9 +34,14 @@ def trust_synthetic_mnist(root: str | Path) -> None:
         key: dataclasses.replace(f, md5=hashlib.md5((raw / f.name).read_bytes()).hexdigest())
         for key, f in spec.files.items()
     }
-    sources.SPECS["mnist"] = dataclasses.replace(
-        spec, files=files, mirrors=(), npm_package=None, local_dirs=()
-    )
+    return dataclasses.replace(spec, files=files, mirrors=(), npm_package=None, local_dirs=())
+
+
+def trust_synthetic_mnist(root: str | Path) -> None:
+    """In this process, accept the synthetic IDX files under ``root`` (see ``sitecustomize``)."""
+    from stnlab.data import sources
+
+    sources.SPECS["mnist"] = trusted_mnist_spec(root)
 
 
 def cli_env(data_root: Path, **extra: str) -> dict[str, str]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import errno
-import hashlib
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -16,6 +14,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
+from cli_helper import trusted_mnist_spec
 from stnlab.config import compose_config
 from stnlab.data import sources
 
@@ -85,15 +84,8 @@ def fake_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def fake_mnist(fake_mnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Make ``dataset=mnist`` accept the synthetic files (their checksums, no fetching)."""
-    spec = sources.SPECS["mnist"]
-    raw = fake_mnist_root / "MNIST" / "raw"
-    files = {
-        key: dataclasses.replace(f, md5=hashlib.md5((raw / f.name).read_bytes()).hexdigest())
-        for key, f in spec.files.items()
-    }
-    fake = dataclasses.replace(spec, files=files, mirrors=(), npm_package=None, local_dirs=())
-    monkeypatch.setitem(sources.SPECS, "mnist", fake)
+    """Make ``data.source=mnist`` accept the synthetic files (their checksums, no fetching)."""
+    monkeypatch.setitem(sources.SPECS, "mnist", trusted_mnist_spec(fake_mnist_root))
     return fake_mnist_root
 
 

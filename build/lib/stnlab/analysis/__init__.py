@@ -1,0 +1,1 @@
+"""Looking at data and results: galleries, tables, curves."""

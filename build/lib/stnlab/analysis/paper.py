@@ -1,0 +1,111 @@
+"""The paper's Table 1 (Jaderberg et al. 2015, test error %) and how a run maps onto it.
+
+A run's *row* is its model (``CNN``, ``ST-CNN Aff``, …) and its *column* its data variant
+(``R``, ``RTS``, …), both read from the run's config, so any run (an ``experiment=``
+preset or a hand-made one) lands in the right cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# data.variant → Table-1 column; variants outside the table keep their own name.
+COLUMNS: dict[str, str] = {
+    "rotated": "R",
+    "rts": "RTS",
+    "projective": "P",
+    "elastic": "E",
+    "cluttered": "TC",
+}
+COLUMN_ORDER = ["R", "RTS", "P", "E", "TC"]
+ROW_ORDER = [
+    "FCN",
+    "CNN",
+    "ST-FCN Aff",
+    "ST-FCN Proj",
+    "ST-FCN TPS",
+    "ST-CNN Aff",
+    "ST-CNN Proj",
+    "ST-CNN TPS",
+]
+# The paper lists one TC number per ST model kind; we attach it to the affine row.
+PAPER_TABLE1: dict[str, dict[str, float]] = {
+    "FCN": {"R": 2.1, "RTS": 5.2, "P": 3.1, "E": 3.2, "TC": 13.2},
+    "CNN": {"R": 1.2, "RTS": 0.8, "P": 1.5, "E": 1.4, "TC": 3.5},
+    "ST-FCN Aff": {"R": 1.2, "RTS": 0.8, "P": 1.5, "E": 2.7, "TC": 2.0},
+    "ST-FCN Proj": {"R": 1.3, "RTS": 0.9, "P": 1.4, "E": 2.6},
+    "ST-FCN TPS": {"R": 1.1, "RTS": 0.8, "P": 1.4, "E": 2.4},
+    "ST-CNN Aff": {"R": 0.7, "RTS": 0.5, "P": 0.8, "E": 1.2, "TC": 1.7},
+    "ST-CNN Proj": {"R": 0.8, "RTS": 0.6, "P": 0.8, "E": 1.3},
+    "ST-CNN TPS": {"R": 0.7, "RTS": 0.5, "P": 0.8, "E": 1.1},
+}
+_FAMILY_LABELS = {
+    "AffineTransform": "Aff",
+    "ProjectiveTransform": "Proj",
+    "TPSTransform": "TPS",
+}
+
+
+def _short(target: str | None) -> str:
+    return (target or "").rsplit(".", 1)[-1]
+
+
+def model_label(config: Mapping[str, Any]) -> str:
+    """The Table-1 row of a run config: ``FCN``, ``CNN``, ``ST-CNN Aff``, ``ST-FCN TPS``, …
+
+    Models outside the table get a descriptive label of the same shape (``ST-CNN
+    Similarity``, ``ST-CNN Aff @features``, ``IC-ST-CNN Aff``, ``2×ST-CNN Aff``).
+    """
+    net = config["model"]["net"]
+    backbone = _short(net["backbone"].get("_target_")).upper()
+    transformer = net.get("transformer")
+    if not transformer:
+        return backbone
+    family = _short(transformer["transform"].get("_target_"))
+    label = _FAMILY_LABELS.get(family, family.removesuffix("Transform"))
+    prefix = "IC-ST" if _short(transformer.get("_target_")).startswith("IC") else "ST"
+    copies = int(transformer.get("num_transformers") or 1)
+    prefix = f"{copies}×{prefix}" if copies > 1 else prefix
+    where = " @features" if net.get("transformer_at") == "features" else ""
+    return f"{prefix}-{backbone} {label}{where}"
+
+
+def dataset_label(name: str | None, source: str | None = "mnist") -> str:
+    """A data variant's Table-1 column (``rts`` → ``RTS``); other names are kept.
+
+    Images other than MNIST get their source appended (``R fashion_mnist``): the paper's
+    numbers are for MNIST only, so :func:`paper_error` has none for such a column.
+    """
+    label = COLUMNS.get(name or "", name or "?")
+    return label if source in (None, "mnist") else f"{label} {source}"
+
+
+def paper_error(row: str, column: str) -> float | None:
+    """The paper's test error % for a cell, or ``None`` where the paper has none."""
+    return PAPER_TABLE1.get(row, {}).get(column)
+
+
+def run_variant(config: Mapping[str, Any], run_dir: Any = None) -> str | None:
+    """The data variant a run trained on: ``data.variant`` (``data.name`` before it had
+    its own word), or for runs from before data
+    configs carried a name, Hydra's record of the ``data=`` choice in the run folder."""
+    data = config.get("data") or {}
+    name = data.get("variant", data.get("name"))
+    if name is None and run_dir is not None:
+        from pathlib import Path
+
+        from stnlab.checkpoints import read_yaml_data
+
+        hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
+        if hydra_yaml.is_file():
+            hydra = (read_yaml_data(hydra_yaml) or {}).get("hydra") or {}
+            name = ((hydra.get("runtime") or {}).get("choices") or {}).get("data")
+    return name
+
+
+def run_source(config: Mapping[str, Any]) -> str:
+    """The image source a run trained on: ``data.source`` (``data.dataset`` in configs
+    written before it had its own word), ``mnist`` when neither is there."""
+    data = config.get("data") or {}
+    return str(data.get("source", data.get("dataset", "mnist")))

@@ -1,0 +1,185 @@
+"""One table for a whole multirun: every job's overrides, status and final metrics.
+
+``python -m stnlab.analysis.sweep outputs/train/multiruns/<time>`` (Hydra also writes it at
+the end of every ``-m`` run) reads each job directory of the sweep (``.hydra/overrides.yaml``
+plus ``metrics.json``, or ``failure.json`` for a job that failed) and writes
+``summary.csv`` and ``summary.md`` in the sweep directory, sorted by the optimised metric,
+best first; failed and unfinished jobs come last with their reason. A grid with a failed
+job, or a search in which every trial failed, then exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback as HydraCallback
+
+log = logging.getLogger(__name__)
+
+REPORTED = ("val/acc_best", "test/acc", "test/err", "test/loss")
+
+
+def lower_is_better(metric: str) -> bool:
+    """``*loss`` and ``*err`` are minimised; accuracies are maximised."""
+    return metric.endswith(("loss", "err", "loss_epoch"))
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    jobs = [p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    return sorted(
+        jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)
+    )
+
+
+def read_job(job_dir: Path) -> dict[str, Any]:
+    """``{"job", "overrides": {key: value}, "status", "error", metrics…}`` of one job dir."""
+    raw = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    overrides = {}
+    for item in raw:
+        key, _, value = str(item).partition("=")
+        overrides[key] = value
+    row: dict[str, Any] = {"job": job_dir.name, "overrides": overrides, "error": ""}
+    metrics_file, failure_file = job_dir / "metrics.json", job_dir / "failure.json"
+    if metrics_file.is_file():
+        row["status"] = "ok"
+        metrics = json.loads(metrics_file.read_text())
+        row.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    elif failure_file.is_file():
+        failure = json.loads(failure_file.read_text())
+        row["status"] = "failed"
+        row["error"] = f"{failure.get('error')}: {failure.get('message', '')}".splitlines()[0]
+    else:
+        row["status"] = "unfinished"  # still running, or killed
+    return row
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def summarize_sweep(
+    sweep_dir: str | Path, metric: str = "val/acc_best"
+) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """Write ``summary.csv`` and ``summary.md`` for ``sweep_dir``; return both paths and rows.
+
+    Rows are sorted by ``metric`` (best first: lowest for losses and errors); jobs without
+    it (failed, unfinished) follow in job order.
+    """
+    sweep = Path(sweep_dir)
+    jobs = _job_dirs(sweep)
+    if not jobs:
+        raise FileNotFoundError(
+            f"{sweep} holds no job directories (no */.hydra/overrides.yaml); pass the folder "
+            "a multirun printed, e.g. outputs/train/multiruns/<date_time>"
+        )
+    rows = [read_job(job) for job in jobs]
+    sign = 1.0 if lower_is_better(metric) else -1.0
+
+    def order(row: dict[str, Any]) -> tuple[int, float]:
+        value = row.get(metric)
+        if isinstance(value, int | float) and not math.isnan(value):
+            return (0, sign * value)
+        return (1, 0.0)
+
+    rows.sort(key=order)
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row["overrides"] if k not in keys]
+    varying = [k for k in keys if len({r["overrides"].get(k, "") for r in rows}) > 1] or keys
+    metrics = [metric, *(m for m in REPORTED if m != metric)]
+    header = ["job", *varying, "status", *metrics, "error"]
+    table = [
+        [row["job"], *(row["overrides"].get(k, "") for k in varying), row["status"]]
+        + [_format(row.get(m, "")) for m in metrics]
+        + [row["error"]]
+        for row in rows
+    ]
+    csv_path, md_path = sweep / "summary.csv", sweep / "summary.md"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(table)
+    failed = [r for r in rows if r["status"] != "ok"]
+    lines = [
+        f"# Sweep {sweep.name}: {len(rows)} jobs, {len(rows) - len(failed)} finished",
+        "",
+        f"Sorted by `{metric}` ({'lower' if sign > 0 else 'higher'} is better).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in table),
+    ]
+    md_path.write_text("\n".join(lines) + "\n")
+    return csv_path, md_path, rows
+
+
+def sweep_failed(rows: list[dict[str, Any]], search: bool) -> bool:
+    """Whether a finished multirun counts as failed (its command then exits with 1).
+
+    A grid fails when any job did not finish: every job is a result someone asked for. A
+    search (Optuna and other sweepers that propose trials) fails only when no trial
+    finished; a failed trial is a normal outcome there, recorded and searched around.
+    """
+    failed = [r for r in rows if r["status"] != "ok"]
+    return bool(failed) and (not search or len(failed) == len(rows))
+
+
+class SweepSummary(HydraCallback):
+    """Hydra callback: when a multirun ends, write its summary and report failures.
+
+    Runs after every job, so all jobs run and the summary is written first; then a grid
+    with a failed job, or a search in which every trial failed, exits with status 1
+    (see :func:`sweep_failed`), so that a script or CI can tell.
+    """
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        metric = config.get("optimized_metric") or "val/acc_best"
+        try:
+            _, md_path, rows = summarize_sweep(config.hydra.sweep.dir, metric)
+        except FileNotFoundError as err:
+            log.warning("no sweep summary: %s", err)
+            return
+        failed = [r for r in rows if r["status"] != "ok"]
+        log.info("sweep summary: %s", md_path)
+        for row in failed:
+            log.error(
+                "job %s (%s) %s %s",
+                row["job"],
+                " ".join(f"{k}={v}" for k, v in row["overrides"].items()),
+                row["status"],
+                row["error"],
+            )
+        sweeper = str(config.hydra.get("sweeper", {}).get("_target_", ""))
+        search = not sweeper.endswith("BasicSweeper")
+        if sweep_failed(rows, search):
+            what = "trials" if search else "jobs"
+            # on stderr like every user-facing error (Hydra's own log goes to stdout)
+            print(
+                f"Error: {len(failed)} of {len(rows)} {what} failed; see {md_path}", file=sys.stderr
+            )
+            sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m stnlab.analysis.sweep SWEEP_DIR [--metric val/acc_best]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a multirun directory")
+    parser.add_argument("--metric", default="val/acc_best", help="sort key (default: %(default)s)")
+    args = parser.parse_args(argv)
+    csv_path, md_path, _ = summarize_sweep(args.sweep_dir, args.metric)
+    print(md_path.read_text(), end="")
+    print(f"wrote {csv_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+"""Training throughput: stnlab's ``Trainer.fit`` path against the compute limit and a peer.
+
+For each case (a model and a data variant) and the same model and batch size, in one
+process, each after warm-up, as the median of several timed windows in samples per second:
+
+* **limit**: a plain PyTorch loop (forward, backward, optimiser step) over a few batches
+  of canvases rendered beforehand and already on the device: no data work at all;
+* **stnlab**: the real ``Trainer.fit`` of ``src/train.py`` (on-device distortions, logging
+  and the default callbacks; progress bar off), timed between training batches;
+* **peer**: a plain loop fed by a ``DataLoader`` over a per-sample ``transforms.v2``
+  pipeline of the same distortion family (``stnlab.bench.data``), at its fastest
+  ``num_workers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import DataLoader
+
+from stnlab.bench.data import PerSampleDigits, add_config_arguments, peer_transform
+from stnlab.bench.timing import WindowRates, endless, now, synchronize, timed_windows
+from stnlab.config import compose_config
+from stnlab.config_checks import instantiate_checked, validate_config
+
+CASES: dict[str, list[str]] = {
+    "stn_cnn/rts": ["model=stn_cnn", "data=rts"],
+    "stn_cnn/cluttered": ["model=stn_cnn", "data=cluttered"],
+    "small/rotated": ["model=stn_small", "data=rotated"],
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per figure")
+    parser.add_argument(
+        "--window-batches", type=int, default=0, help="batches per window (0: about 2 s each)"
+    )
+    parser.add_argument("--warmup", type=int, default=3, help="batches before timing")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where all three pipelines run"
+    )
+    add_config_arguments(parser)
+
+
+def compose_case(overrides: list[str], data_dir: str, output_dir: str) -> DictConfig:
+    """``conf/train.yaml`` with ``overrides``, as ``src/train.py`` would compose and check it."""
+    cfg = compose_config("train", overrides, output_dir=output_dir, data_dir=data_dir)
+    validate_config(cfg)
+    return cfg
+
+
+class WindowTimer(L.Callback):
+    """Times windows of training batches inside ``Trainer.fit``; writes rates to a JSON file.
+
+    The time between two ``on_train_batch_start`` calls covers everything a training step
+    costs: forward, backward, optimiser, logging, callbacks, and fetching, moving and
+    distorting the next batch.
+    """
+
+    def __init__(self, out_file: str, warmup: int, windows: int, window_batches: int) -> None:
+        self.out_file, self.warmup = out_file, warmup
+        self.windows, self.window_batches = windows, window_batches
+        self.stamps: list[float] = []
+        self.samples: list[int] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
+        if i >= self.warmup and (i - self.warmup) % self.window_batches == 0:
+            synchronize(pl_module.device)  # window boundaries only: GPU work stays queued
+        self.stamps.append(now())
+        self.samples.append(len(batch[1]) * trainer.world_size)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        synchronize(pl_module.device)
+        self.stamps.append(now())
+        rates = []
+        for w in range(self.windows):
+            first = self.warmup + w * self.window_batches
+            last = first + self.window_batches
+            if last >= len(self.stamps):
+                break
+            seconds = self.stamps[last] - self.stamps[first]
+            rates.append(sum(self.samples[first:last]) / seconds)
+        Path(self.out_file).write_text(json.dumps(rates))
+
+
+def _train_step(
+    module: L.LightningModule, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], int]:
+    net = module.net.to(device).train()
+    optimizer = module.configure_optimizers()["optimizer"]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> int:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return len(y)
+
+    return step
+
+
+def _timed_loop(
+    step: Callable[[torch.Tensor, torch.Tensor], int],
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    args: argparse.Namespace,
+    wb: int,
+    device: torch.device,
+) -> WindowRates:
+    """The plain loop of the limit and peer pipelines: ``step`` on each of ``batches``."""
+    return timed_windows(
+        lambda: step(*next(batches)),
+        warmup=args.warmup,
+        windows=args.windows,
+        window_batches=wb,
+        device=device,
+    )
+
+
+def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> WindowRates:
+    """Plain loop over pre-rendered canvases already on the device."""
+    device = torch.device(getattr(args, "device", "cpu"))
+    L.seed_everything(cfg.seed, verbose=False)
+    step = _train_step(instantiate_checked(cfg.model, "model"), device)
+    images, labels = dm.train_set.tensors
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):
+        idx = torch.randperm(len(images), generator=gen)[: cfg.data.batch_size]
+        digits = images[idx].to(device)
+        batches.append((dm.distort_train_batch(digits), labels[idx].to(device)))
+    return _timed_loop(step, endless(batches), args, wb, device)
+
+
+def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -> WindowRates:
+    """The real ``Trainer.fit`` path with the default callbacks and logger."""
+    from stnlab.tasks import train
+
+    out = Path(tmp) / "rates.json"
+    total = args.warmup + args.windows * wb + 1
+    with open_dict(cfg):
+        cfg.test = False
+        cfg.trainer.max_epochs = 1
+        cfg.trainer.limit_train_batches = total
+        cfg.trainer.limit_val_batches = 2
+        cfg.trainer.enable_progress_bar = False
+        cfg.trainer.enable_model_summary = False
+        cfg.callbacks.bench_timer = {
+            "_target_": "stnlab.bench.train.WindowTimer",
+            "out_file": str(out),
+            "warmup": args.warmup,
+            "windows": args.windows,
+            "window_batches": wb,
+        }
+    train(cfg)
+    return WindowRates(tuple(json.loads(out.read_text())))
+
+
+def peer_rates(
+    cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int, variant: str
+) -> tuple[WindowRates, int]:
+    """Per-sample torchvision pipeline feeding a plain loop; the fastest ``num_workers``."""
+    images, labels = dm.train_set.tensors
+    transform, clutter = peer_transform(variant)
+    dataset = PerSampleDigits(images, labels, transform, clutter)
+    best: tuple[WindowRates, int] | None = None
+    device = torch.device(args.device)
+    for workers in args.workers:
+        L.seed_everything(cfg.seed, verbose=False)
+        step = _train_step(instantiate_checked(cfg.model, "model"), device)
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.data.batch_size,
+            shuffle=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=True,
+            pin_memory=device.type == "cuda",
+        )
+        batches = endless(loader)
+        rates = _timed_loop(step, batches, args, wb, device)
+        if best is None or rates.median > best[0].median:
+            best = (rates, workers)
+        batches.close()
+    assert best is not None
+    return best
+
+
+def _window_batches(
+    cfg: DictConfig, dm: Any, args: argparse.Namespace
+) -> tuple[int, WindowRates | None]:
+    """Batches per window: as given, or enough for about two seconds of limit steps; with
+    the rates of that probe run, if one ran."""
+    if args.window_batches > 0:
+        return args.window_batches, None
+    probe_args = argparse.Namespace(warmup=args.warmup, windows=1, device=args.device)
+    probe = limit_rates(cfg, dm, probe_args, 2)
+    return max(2, round(2.0 * probe.median / cfg.data.batch_size)), probe
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here (use --device cpu)")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    print(
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} "
+        f"threads, device {_device_name(args.device)}, median of {args.windows} windows after "
+        f"{args.warmup} warm-up "
+        "batches; samples/s"
+    )
+    columns = ("limit", "stnlab", "peer (workers)", "/limit", "/peer")
+    widths = (24, 24, 28, 7, 6)
+    print(f"{'case':<18} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
+    results: dict[str, dict[str, float]] = {}
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
+    for name in args.cases:
+        variant = CASES[name][1].split("=", 1)[1]
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = compose_case(
+                [*CASES[name], f"trainer.accelerator={accelerator}", *args.override],
+                args.data_dir,
+                tmp,
+            )
+            dm = instantiate_checked(cfg.data, "data")
+            dm.prepare_data()
+            dm.setup("fit")
+            wb, probe = _window_batches(cfg, dm, args)
+            limit = limit_rates(cfg, dm, args, wb)
+            ours = stnlab_rates(cfg.copy(), args, wb, tmp)
+            peer, workers = peer_rates(cfg, dm, args, wb, variant)
+            first_warmup = (probe or limit).warmup_seconds  # with any compile time
+            print(f"  ({name}: {args.warmup} warm-up steps took {first_warmup:.1f} s)")
+        row = {
+            "limit_samples_per_s": round(limit.median, 1),
+            "stnlab_samples_per_s": round(ours.median, 1),
+            "peer_samples_per_s": round(peer.median, 1),
+            "stnlab_over_limit": round(ours.median / limit.median, 3),
+            "stnlab_over_peer": round(ours.median / peer.median, 3),
+        }
+        results[name] = row
+        span = {
+            k: f"{v.median:,.0f} ({v.low:,.0f}–{v.high:,.0f})"
+            for k, v in (("limit", limit), ("stnlab", ours), ("peer", peer))
+        }
+        print(
+            f"{name:<18} {span['limit']:>24} {span['stnlab']:>24} "
+            f"{span['peer'] + f' ({workers})':>28} {row['stnlab_over_limit']:>7.2f} "
+            f"{row['stnlab_over_peer']:>6.2f}"
+        )
+    return results

@@ -1,0 +1,279 @@
+"""Pose recovery: a number for "the transformer undid the distortion".
+
+The data module keeps, for every fixed validation and test digit, where the distortion put
+the digit's box (:class:`~stnlab.data.distortions.PoseRecord`). :func:`measure_pose` maps
+those corners through the inverse of the transformer's warp onto its output and compares
+the spread of poses before and after (:func:`~stnlab.geometry.pose_statistics`).
+:class:`PoseRecoveryCallback` logs the result with the validation metrics every epoch
+(``val/pose/*``) and plots applied against residual pose with the transform grids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from PIL import Image
+from torch import Tensor
+
+from stnlab.data.distortions import PoseRecord
+from stnlab.geometry import POSE_METRICS, box_corners, pose_statistics, similarity_fit
+from stnlab.models import SpatialTransformer
+
+log = logging.getLogger(__name__)
+
+LOGGED = tuple(key for key in POSE_METRICS if not key.startswith("spread_"))
+"""The pose statistics logged (``val/pose/<key>``) and tabled by ``src/eval.py``."""
+
+
+def logged_statistics(metrics: dict[str, float]) -> dict[str, float]:
+    """The :data:`LOGGED` entries of pose statistics, without ``undone`` where the set has
+    no pose spread to undo (plain digits); a degenerate warp's NaN or inf is kept."""
+    defined = metrics["spread_before"] > 1e-6
+    return {key: metrics[key] for key in LOGGED if key != "undone" or defined}
+
+
+@dataclasses.dataclass
+class PoseMeasurement:
+    """Pose recovery of one set.
+
+    Attributes:
+        metrics: :func:`~stnlab.geometry.pose_statistics` of the set.
+        before: ``(N, 4, 2)`` digit corners on the transformer's input, in its pixels from
+            the centre (y down).
+        after: ``(N, 4, 2)`` the same corners on the transformer's output, in the same unit.
+        digit_size: side of the digit's box in its own pixels.
+    """
+
+    metrics: dict[str, float]
+    before: Tensor
+    after: Tensor
+    digit_size: int
+
+    def residual_pose(self, when: str) -> tuple[Tensor, Tensor]:
+        """Angle (degrees) and log-scale ``(N,)`` of every digit, ``"before"`` or ``"after"``."""
+        src = box_corners(self.digit_size, dtype=torch.float64)
+        angle, log_scale, _ = similarity_fit(src, getattr(self, when))
+        return angle, log_scale
+
+
+@torch.no_grad()
+def measure_pose(
+    transformer: SpatialTransformer,
+    images: Tensor,
+    pose: PoseRecord,
+    canvas_size: int | None = None,
+    batch_size: int = 1000,
+) -> PoseMeasurement:
+    """Pose recovery of ``transformer`` on ``images`` ``(N, C, S, S)`` with their ``pose``.
+
+    ``images`` are at the transformer's input size ``S``; ``canvas_size`` is the side of
+    the canvas the pose record's pixels refer to (default ``S``; another value when the
+    canvases were resized to fit the model). Corners are compared in normalised
+    coordinates, so resizing changes nothing, and reported in pixels of the input
+    (``S / 2`` per normalised unit) before and after. Runs the localisation net only,
+    without gradients, in eval mode, in batches on the transformer's device; for parallel
+    transformers, the first.
+    """
+    canvas = canvas_size or images.shape[-1]
+    device = next(transformer.parameters()).device
+    corners = pose.corners.double() * (2.0 / canvas) - 1.0  # normalised input coordinates
+    was_training = transformer.training
+    transformer.eval()
+    try:
+        located = []
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size].to(device)
+            points = corners[start : start + batch_size].to(device=device, dtype=x.dtype)
+            located.append(transformer.locate(x, points).double().cpu())
+    finally:
+        transformer.train(was_training)
+    unit = images.shape[-1] / 2
+    before, after = corners * unit, torch.cat(located) * unit
+    src = box_corners(pose.digit_size, dtype=torch.float64)
+    metrics = pose_statistics(src, before, after)
+    return PoseMeasurement(metrics, before, after, pose.digit_size)
+
+
+def pose_scatter_image(
+    measurement: PoseMeasurement, title: str, max_points: int = 2000
+) -> np.ndarray:
+    """Applied against residual angle and log-scale, one dot per digit (the first
+    ``max_points``): an ``uint8`` image ``(H, W, 3)`` (W&B saves float images as black PNGs).
+
+    Dots on the diagonal: the transformer left that pose as it was; on a horizontal line:
+    it brought every digit to the same pose.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    angle_in, log_scale_in = (t[:max_points].numpy() for t in measurement.residual_pose("before"))
+    angle_out, log_scale_out = (t[:max_points].numpy() for t in measurement.residual_pose("after"))
+    figure = Figure(figsize=(9, 4.2), dpi=100, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    metrics = measurement.metrics
+    panels = (
+        (angle_in, angle_out, "angle (°)", "angle_std", "°", 10.0),
+        (log_scale_in, log_scale_out, "log-scale", "log_scale_std", "", 0.1),
+    )
+    for i, (applied, residual, what, std, unit, least_half_span) in enumerate(panels):
+        ax = figure.add_subplot(1, 2, i + 1)
+        ax.scatter(applied, residual, s=4, alpha=0.4, linewidths=0)
+        # one square range for both axes, never narrower than 2 × least_half_span
+        low = float(min(applied.min(), residual.min()))
+        high = float(max(applied.max(), residual.max()))
+        middle, half = (low + high) / 2, max((high - low) / 2, least_half_span) * 1.05
+        limits = (middle - half, middle + half)
+        ax.plot(limits, limits, "--", color="grey", lw=1, label="nothing undone")
+        ax.set_xlim(limits)
+        ax.set_ylim(limits)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"applied {what}")
+        ax.set_ylabel(f"residual {what} after the transformer")
+        before, after = metrics[f"{std}_before"], metrics[f"{std}_after"]
+        ax.set_title(f"std {before:.3g}{unit} → {after:.3g}{unit}", fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+        ax.grid(alpha=0.3)
+    figure.suptitle(title)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+class PoseRecoveryCallback(L.Callback):
+    """Log how much of the validation digits' pose spread the transformer removes.
+
+    After every validation epoch (not the sanity check) the localisation net runs, without
+    gradients, on the fixed validation digits that validation covered (all of them unless
+    ``trainer.limit_val_batches`` cuts the set), and ``val/pose/undone`` and the
+    before/after standard deviations of angle, log-scale and shift (:data:`LOGGED`) are
+    logged with the validation metrics to every logger. Every ``every_n_epochs`` epochs and
+    after the last one (the transform grid's schedule), a scatter of applied against
+    residual angle and log-scale goes to ``<dirpath>/epoch_XXX.png`` and to every W&B logger
+    (``pose_scatter``).
+
+    Models without a transformer on the input image (none, or ``transformer_at=features``)
+    and data without a pose record are not applicable: nothing is logged, and one info
+    line says why.
+
+    Args:
+        dirpath: folder of the PNG files (the run's ``pose/`` in the default config).
+        every_n_epochs: plot after every N-th training epoch (must be >= 1).
+        batch_size: digits per localisation-net batch.
+        max_points: digits shown in a scatter.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        every_n_epochs: int = 5,
+        batch_size: int = 1000,
+        max_points: int = 2000,
+    ) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"callbacks.pose.every_n_epochs must be >= 1, got {every_n_epochs}")
+        if batch_size < 1 or max_points < 1:
+            raise ValueError(
+                "callbacks.pose.batch_size and max_points must be >= 1, got "
+                f"{batch_size} and {max_points}"
+            )
+        self.dirpath = Path(dirpath)
+        self.every_n_epochs = every_n_epochs
+        self.batch_size = batch_size
+        self.max_points = max_points
+        self.written: list[Path] = []
+        self._latest: tuple[int, PoseMeasurement] | None = None  # (global step, result)
+        self._last_plotted_epoch = -1
+        self._told = False
+
+    # ----------------------------------------------------------------- metrics
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        measurement = self.measure(trainer, pl_module)
+        if measurement is None:
+            return
+        for key, value in logged_statistics(measurement.metrics).items():
+            # every rank measures the same digits: the mean over ranks is that value
+            pl_module.log(f"val/pose/{key}", value, sync_dist=True)
+
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> PoseMeasurement | None:
+        """Pose recovery on the validation digits; ``None`` (said once) when it does not apply."""
+        net = getattr(pl_module, "net", None)
+        transformer = getattr(net, "input_transformer", None)
+        if transformer is None:
+            where = getattr(net, "transformer_at", "input")
+            why = (
+                "the transformer warps feature maps (transformer_at=features)"
+                if getattr(net, "transformer", None) is not None and where != "input"
+                else "the model has no spatial transformer"
+            )
+            return self._not_applicable(why)
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "fixed_set"):
+            return self._not_applicable("the data module keeps no fixed validation set")
+        images, _, pose = datamodule.fixed_set("val")
+        if pose is None:
+            return self._not_applicable(f"{datamodule.distortion!r} keeps no pose record")
+        n = self._covered(trainer, datamodule, len(images))
+        measurement = measure_pose(transformer, images[:n], pose[:n], batch_size=self.batch_size)
+        self._latest = (trainer.global_step, measurement)
+        return measurement
+
+    @staticmethod
+    def _covered(trainer: L.Trainer, datamodule: Any, size: int) -> int:
+        """How many of the fixed validation digits validation covered (its first ones); the
+        whole set when that is not known or no validation ran (a plot measures then)."""
+        batches = sum(trainer.num_val_batches or [])
+        batch_size = getattr(datamodule, "eval_batch_size", None)
+        if not batches or math.isinf(batches) or batch_size is None:
+            return size
+        return min(size, int(batches) * batch_size * trainer.world_size)
+
+    def _not_applicable(self, why: str) -> None:
+        if not self._told:
+            log.info("pose recovery (val/pose/*) does not apply: %s; nothing logged", why)
+            self._told = True
+        return None
+
+    # ------------------------------------------------------------------- plots
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1  # epochs completed
+        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch
+        if epoch % self.every_n_epochs == 0 or last:
+            self.plot(trainer, pl_module, epoch)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Also covers runs stopped early (max_steps, early stopping, interruption).
+        if self._last_plotted_epoch != trainer.current_epoch:
+            self.plot(trainer, pl_module, trainer.current_epoch)
+
+    def plot(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        """Write and log the scatter of the latest measurement as ``epoch``."""
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.global_rank != 0:
+            return
+        if self._latest is not None and self._latest[0] == trainer.global_step:
+            measurement: PoseMeasurement | None = self._latest[1]
+        else:  # no validation since the last training step: measure now
+            measurement = self.measure(trainer, pl_module)
+        if measurement is None:
+            return
+        self._last_plotted_epoch = epoch
+        undone = measurement.metrics["undone"]
+        title = f"epoch {epoch}: pose undone {undone:.3f} (validation digits)"
+        image = pose_scatter_image(measurement, title, self.max_points)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        path = self.dirpath / f"epoch_{epoch:03d}.png"
+        Image.fromarray(image).save(path)
+        self.written.append(path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(
+                    key="pose_scatter", images=[image], caption=[title], step=trainer.global_step
+                )

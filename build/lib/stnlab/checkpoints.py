@@ -1,0 +1,381 @@
+"""Checkpoint files: atomic writes, safe reading, rebuilding a network, a run's last one.
+
+Lightning writes checkpoints through a ``CheckpointIO`` plugin; :class:`AtomicCheckpointIO`
+writes each file under a temporary name in the same folder, flushes it to disk and
+renames it over the old one, so a crash or ``kill -9`` mid-save leaves the previous
+``last.ckpt`` intact, never a truncated file.
+
+A checkpoint is a file people share, so reading one never runs code:
+
+* tensors and plain data only (``torch.load(weights_only=True)``), for stnlab's readers
+  and for Lightning's resume alike;
+* the run config stored inside (``stnlab_config``) is checked as a whole before anything
+  is built: every ``_target_`` at any depth must be in :data:`ALLOWED_TARGETS`, and no
+  string may hold an interpolation (``${…}``); stored configs are resolved when saved;
+* objects are rebuilt by :func:`build_from_data`, which calls only allow-listed classes
+  and never resolves anything (no Hydra ``instantiate``, no OmegaConf resolvers).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
+
+from stnlab.errors import CheckpointError, StorageError
+
+log = logging.getLogger(__name__)
+
+LAST = "last.ckpt"
+
+# Every class a stored config may name: stnlab's own and the few torch/Lightning classes
+# the shipped configs use (a test keeps this in step with conf/). A model of your own
+# needs its class added here before its checkpoints can be loaded.
+ALLOWED_TARGETS: frozenset[str] = frozenset(
+    {
+        "stnlab.models.CNN",
+        "stnlab.models.FCN",
+        "stnlab.models.ConvLocNet",
+        "stnlab.models.FCLocNet",
+        "stnlab.models.STNClassifier",
+        "stnlab.models.SpatialTransformer",
+        "stnlab.models.ICSpatialTransformer",
+        "stnlab.geometry.TranslationTransform",
+        "stnlab.geometry.AttentionTransform",
+        "stnlab.geometry.SimilarityTransform",
+        "stnlab.geometry.AffineTransform",
+        "stnlab.geometry.ProjectiveTransform",
+        "stnlab.geometry.TPSTransform",
+        "stnlab.data.datamodule.DigitsDataModule",
+        "stnlab.data.distortions.RandomSimilarity",
+        "stnlab.data.distortions.RandomProjective",
+        "stnlab.data.distortions.RandomElastic",
+        "stnlab.data.distortions.ClutteredPlacement",
+        "stnlab.module.STNLitModule",
+        "stnlab.callbacks.TransformGridCallback",
+        "stnlab.callbacks.CollapseDetector",
+        "stnlab.callbacks.PoseRecoveryCallback",
+        "stnlab.schedules.WarmupDecayLR",
+        "torch.optim.SGD",
+        "torch.optim.AdamW",
+        "torch.optim.lr_scheduler.MultiStepLR",
+        "lightning.Trainer",
+        "lightning.pytorch.callbacks.ModelCheckpoint",
+        "lightning.pytorch.loggers.CSVLogger",
+        "lightning.pytorch.loggers.TensorBoardLogger",
+        "lightning.pytorch.loggers.WandbLogger",
+    }
+)
+_PLAIN = (type(None), bool, int, float, str, list, tuple, torch.Tensor)
+_BUILD_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
+_INTERPOLATION = re.compile(r"\$\{")
+_WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _walk(tree: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """Every node of a plain tree with its key path (``model.net.backbone``, ``a[0]``)."""
+    yield path, tree
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _walk(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(tree, list | tuple):
+        for i, value in enumerate(tree):
+            yield from _walk(value, f"{path}[{i}]")
+
+
+def check_stored_config(
+    tree: Any, source: str, where: str = "stnlab_config", built: tuple[str, ...] = ("",)
+) -> None:
+    """Refuse a stored config that names a class outside the allow-list or interpolates.
+
+    Walks the whole tree before anything is built. ``_target_``s are checked in the
+    sections under ``built`` (key paths relative to ``where``; ``""`` is all of it): the
+    parts stnlab may build. A run's own extra callbacks or loggers are never built from a
+    checkpoint, so they do not make it unreadable. Raises :class:`CheckpointError` naming
+    ``source`` (the file), the key path and the offending value.
+    """
+    prefixes = tuple(f"{where}.{section}".rstrip(".") for section in built)
+    for path, node in _walk(tree, where):
+        if isinstance(node, dict):
+            target = node.get("_target_")
+            checked = any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in prefixes)
+            if (
+                checked
+                and "_target_" in node
+                and (not isinstance(target, str) or target not in ALLOWED_TARGETS)
+            ):
+                raise CheckpointError(
+                    f"{source}: {path}._target_={target!r} is not a class stnlab builds from "
+                    "a checkpoint; refused before building anything (stored configs may only "
+                    "name stnlab's models, transforms, data and the torch/Lightning classes "
+                    "of conf/)"
+                )
+            bad_keys = [k for k in node if not isinstance(k, str)]
+            if bad_keys:
+                raise CheckpointError(f"{source}: {path} has a non-text key {bad_keys[0]!r}")
+        elif isinstance(node, str) and _INTERPOLATION.search(node):
+            raise CheckpointError(
+                f"{source}: {path}={node!r} is an interpolation; a stored config holds "
+                "resolved values only, and stnlab never resolves one from a file"
+            )
+        elif not isinstance(node, _PLAIN):
+            raise CheckpointError(
+                f"{source}: {path} holds a {type(node).__name__}; a stored config holds "
+                "plain values only"
+            )
+
+
+def _locate(target: str) -> Any:
+    module_name, _, name = target.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def build_from_data(node: Any, where: str = "config") -> Any:
+    """Build the objects a plain config tree describes, calling allow-listed classes only.
+
+    The counterpart of Hydra's ``instantiate`` for configs read from files: ``_target_``
+    (from :data:`ALLOWED_TARGETS`), ``_args_``, ``_partial_`` and nested nodes are
+    honoured; strings are taken literally (nothing is resolved).
+    """
+    check_stored_config(node, where, where)
+    return _build(node)
+
+
+def _build(node: Any) -> Any:
+    if isinstance(node, list | tuple):
+        return [_build(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    kwargs = {k: _build(v) for k, v in node.items() if k not in _BUILD_KEYS}
+    if "_target_" not in node:
+        return kwargs
+    factory = _locate(node["_target_"])
+    args = [_build(v) for v in node.get("_args_", [])]
+    if node.get("_partial_"):
+        return functools.partial(factory, *args, **kwargs)
+    return factory(*args, **kwargs)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``.<name>.tmp-<pid>`` beside the target, fsync, then rename."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options}")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except OSError as err:  # full disk, read-only folder: say which file, and what is safe
+            kept = ", ".join(sorted(p.name for p in target.parent.glob("*.ckpt"))) or "none yet"
+            raise StorageError(
+                f"could not write the checkpoint {target} ({err.strerror or err}). The earlier "
+                f"checkpoints in {target.parent} are intact ({kept}): free some space or fix the "
+                "folder, then resume from one with ckpt_path=…"
+            ) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load_checkpoint(
+        self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Lightning's resume reads through here: tensors and plain data only, checked."""
+        return read_checkpoint(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint on the CPU, or raise :class:`CheckpointError` saying what is wrong."""
+    file = Path(path)
+    if str(path) == "auto":  # src/train.py resolves auto itself; other commands have no run
+        raise CheckpointError(
+            "ckpt_path=auto resumes a training run's own last.ckpt (src/train.py only); here "
+            "ckpt_path must be a checkpoint file, e.g. "
+            "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt"
+        )
+    if file.is_dir():
+        inside = sorted(str(p) for p in (*file.glob("*.ckpt"), *file.glob("checkpoints/*.ckpt")))
+        hint = f"pass one of the checkpoints in it: {inside}" if inside else "it holds no .ckpt"
+        raise CheckpointError(f"ckpt_path={path} is a folder, not a checkpoint file; {hint}")
+    if not file.is_file():
+        where = file.parent
+        near = sorted(p.name for p in where.glob("*.ckpt")) if where.is_dir() else []
+        hint = f" Checkpoints in {where}: {near}." if near else ""
+        raise CheckpointError(
+            f"ckpt_path={path} does not exist.{hint} Pass an existing .ckpt file, "
+            "ckpt_path=auto to resume this run's own last checkpoint, or ckpt_path=null."
+        )
+    try:
+        checkpoint = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, pickled objects, …
+        raise CheckpointError(
+            f"ckpt_path={path} cannot be read as a checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:200]}). The file is truncated, corrupted or not a "
+            "Lightning checkpoint; use another one (e.g. checkpoints/best.ckpt) or start afresh."
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"ckpt_path={path} holds no model weights (no 'state_dict' entry)")
+    source = f"ckpt_path={path}"
+    if "stnlab_config" in checkpoint:  # the model and data sections are what stnlab builds
+        check_stored_config(checkpoint["stnlab_config"], source, built=("model", "data"))
+    if "hyper_parameters" in checkpoint:
+        check_stored_config(checkpoint["hyper_parameters"], source, "hyper_parameters")
+    run_id = checkpoint.get("stnlab_wandb_id")
+    if run_id is not None and not (isinstance(run_id, str) and _WANDB_ID.fullmatch(run_id)):
+        log.warning("%s: ignoring its W&B run id %r (not a W&B id)", source, run_id)
+        checkpoint.pop("stnlab_wandb_id")
+    return checkpoint
+
+
+def read_yaml_data(path: str | os.PathLike) -> Any:
+    """A YAML file (a run's ``.hydra/config.yaml`` …) as plain dicts and lists; nothing in
+    it is resolved, so an interpolation such as ``${oc.env:…}`` stays a literal string."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def load_checkpoint_net(ckpt_path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a checkpoint written by ``src/train.py``, in eval mode, and its config.
+
+    Returns the :class:`~stnlab.models.STNClassifier` rebuilt from the stored config with
+    :func:`build_from_data` and loaded with the checkpoint's weights, and the run's resolved
+    config (``stnlab_config``, plain data).
+    """
+    checkpoint = read_checkpoint(ckpt_path)
+    config = checkpoint.get("stnlab_config")
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path} carries no stnlab run config ('stnlab_config'): it was "
+            "not written by src/train.py, so the model to rebuild is unknown"
+        )
+    spec = config["model"].get("net")
+    target = spec.get("_target_") if isinstance(spec, dict) else spec
+    if target != "stnlab.models.STNClassifier":
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: stnlab_config.model.net must describe a "
+            f"stnlab.models.STNClassifier, got {target!r}"
+        )
+    try:
+        net = build_from_data(spec, "stnlab_config.model.net")
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: its stored model config cannot be built "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    weights = {
+        k.removeprefix("net."): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith("net.")
+    }
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: its weights do not fit the model its config describes "
+            f"({str(err).splitlines()[0]})"
+        ) from None
+    return net.eval(), config
+
+
+def own_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """``<output_dir>/checkpoints/last.ckpt`` if this run directory has one."""
+    last = Path(output_dir) / "checkpoints" / LAST
+    return last if last.is_file() else None
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}
+
+
+def config_differences(saved: Any, current: Any, prefix: str, limit: int = 8) -> list[str]:
+    """Lines ``key: checkpoint has A, config has B`` for the leaves that differ."""
+    old, new = _flatten(saved, prefix), _flatten(current, prefix)
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if a != b:
+            lines.append(f"{key}: checkpoint has {a!r}, config has {b!r}")
+    return lines[:limit] + ([f"… and {len(lines) - limit} more"] if len(lines) > limit else [])
+
+
+def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """Resolve ``cfg.ckpt_path`` (a path, ``auto`` or null) and load that checkpoint.
+
+    ``auto`` means this run directory's own ``checkpoints/last.ckpt`` (run again with the
+    same ``hydra.run.dir`` to continue a killed run), or a fresh start when there is none.
+    Whether the weights fit the configured model is :func:`check_fits`'s job.
+
+    Returns the path to hand to Lightning and the loaded checkpoint (both ``None`` for a
+    fresh start).
+    """
+    wanted = cfg.get("ckpt_path")
+    if wanted is None:
+        return None, None
+    if str(wanted) == "auto":
+        last = own_last_checkpoint(cfg.paths.output_dir)
+        if last is None:
+            return None, None
+        wanted = str(last)
+    checkpoint = read_checkpoint(wanted)
+    return str(wanted), checkpoint
+
+
+def check_fits(model: Any, checkpoint: dict[str, Any], path: str, cfg: Any) -> None:
+    """Raise :class:`CheckpointError` when ``checkpoint``'s weights do not fit ``model``.
+
+    The weights decide (names and shapes); options that change no weight (e.g.
+    ``channels_last``) or that a newer stnlab added do not matter. The message lists the
+    config keys that differ from the run that wrote the checkpoint, which explain why.
+    """
+    from omegaconf import OmegaConf
+
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
+    bad = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if not bad:
+        return
+    weights = [
+        f"{k}: checkpoint {theirs.get(k, '<absent>')}, model {ours.get(k, '<absent>')}"
+        for k in bad[:4]
+    ] + ([f"… {len(bad) - 4} more weights"] if len(bad) > 4 else [])
+    saved = checkpoint.get("stnlab_config")
+    lines = []
+    if isinstance(saved, dict) and cfg.get("model") is not None:
+        lines = config_differences(
+            saved.get("model", {}).get("net"),
+            OmegaConf.to_container(cfg.model.net, resolve=True),
+            "model.net",
+        )
+        saved_data, data = saved.get("data", {}), cfg.get("data", {})
+        for key in ("canvas_size", "channels", "num_classes"):
+            if key in saved_data and key in data and saved_data[key] != data[key]:
+                lines.append(
+                    f"data.{key}: checkpoint has {saved_data[key]!r}, config has {data[key]!r}"
+                )
+    diff = "\n  ".join(lines + weights)
+    raise CheckpointError(
+        f"ckpt_path={path} belongs to another model:\n  {diff}\n"
+        "Use the model and data overrides of the run that wrote it (its "
+        ".hydra/overrides.yaml), or train afresh without ckpt_path."
+    )

@@ -1,0 +1,98 @@
+"""Configs outside ``@hydra.main`` and the OmegaConf resolvers ``conf/`` uses.
+
+One place finds ``conf/`` (:func:`conf_dir`) and composes a config the way an entry point
+would (:func:`compose_config`): eval's variants, the benchmarks, the gallery and the tests
+all use it. Data variants are the files of ``conf/data/`` (:func:`data_variants`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from stnlab.errors import ConfigError
+
+CONF_ENV = "STNLAB_CONF_DIR"
+
+
+def conf_dir() -> Path:
+    """The ``conf/`` folder: ``$STNLAB_CONF_DIR``, the checkout this module lives in
+    (editable install), or the first ``conf/`` with a ``train.yaml`` from the current
+    folder upwards (a plain ``pip install .`` run from the checkout)."""
+    candidates = []
+    if os.environ.get(CONF_ENV):
+        candidates.append(Path(os.environ[CONF_ENV]))
+    candidates.append(Path(__file__).resolve().parents[2] / "conf")
+    here = Path.cwd().resolve()
+    candidates += [folder / "conf" for folder in (here, *here.parents)]
+    for candidate in candidates:
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise ConfigError(
+        f"stnlab's conf/ folder was not found (looked in {candidates[0]} and upwards from "
+        f"{here}): run from the stnlab checkout, or set {CONF_ENV}=<checkout>/conf"
+    )
+
+
+def data_variants() -> list[str]:
+    """The data variants, one per file of ``conf/data/`` (``mnist``, ``rotated``, …)."""
+    return sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml"))
+
+
+def compose_config(
+    name: str,
+    overrides: Sequence[str] = (),
+    output_dir: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> DictConfig:
+    """``conf/<name>.yaml`` with ``overrides``, composed as ``@hydra.main`` would.
+
+    With ``output_dir`` the result is a run's config: ``paths`` point at ``output_dir``
+    and ``data_dir``, Hydra's runtime config is registered (``${hydra:…}`` resolves) and
+    then dropped from the returned config, as the task sees it. Works inside a running
+    Hydra app (eval composing its variants) and outside one (benchmarks, tests).
+    """
+    args = list(overrides)
+    if GlobalHydra.instance().is_initialized() and output_dir is None:
+        return compose(name, overrides=args)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(name, overrides=args, return_hydra_config=output_dir is not None)
+    if output_dir is None:
+        return cfg
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(Path.cwd())
+        cfg.paths.output_dir = str(output_dir)
+        if data_dir is not None:
+            cfg.paths.data_dir = str(Path(data_dir).resolve())
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(Path.cwd())
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def register_resolvers() -> None:
+    """Register stnlab's OmegaConf resolvers (idempotent)."""
+    from stnlab.loggers import wandb_mode
+
+    resolvers = {
+        "wandb_mode": wandb_mode,  # ${wandb_mode:${.save_dir}}
+        "floordiv": lambda a, b: int(a) // int(b),  # ${floordiv:${data.canvas_size},2}
+        "mul": lambda a, b: int(a) * int(b),
+        # ${fraction_of:${trainer.max_epochs},0.6}: an epoch count at 60% of training (>= 1)
+        "fraction_of": lambda n, f: max(1, round(int(n) * float(f))),
+    }
+    for key, fn in resolvers.items():
+        if not OmegaConf.has_resolver(key):
+            OmegaConf.register_new_resolver(key, fn)
+
+
+register_resolvers()

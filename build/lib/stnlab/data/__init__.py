@@ -1,0 +1,1 @@
+"""Digit datasets: raw sources with checksums, batched distortions, the DataModule."""

@@ -1,0 +1,82 @@
+"""The errors stnlab raises for problems a user can fix; each message says what to do.
+
+Every entry point runs its task through :func:`stnlab.tasks.runner.run`, which prints such
+a problem as one line (:func:`user_error_message`) and exits with its ``exit_code`` (1;
+143 after SIGTERM); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from hydra.errors import ConfigCompositionException, OverrideParseException
+
+
+class StnlabError(Exception):
+    """Base class: the message names the bad value and what would be valid."""
+
+    exit_code = 1  # the entry points exit with this status
+
+
+class ConfigError(StnlabError, ValueError):
+    """A config value is invalid, or two values do not fit together."""
+
+
+class CheckpointError(StnlabError, ValueError):
+    """A checkpoint is missing, unreadable, or belongs to another model."""
+
+
+class StorageError(StnlabError, OSError):
+    """A file or folder cannot be written: read-only, full disk, or a file in the way."""
+
+
+class TrainingError(StnlabError, RuntimeError):
+    """Training cannot go on (non-finite loss, collapsed transformer)."""
+
+
+class NonFiniteLossError(TrainingError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class TransformerCollapseError(TrainingError):
+    """The spatial transformer maps (nearly) every output pixel outside the input."""
+
+
+class RunFolderBusyError(StnlabError):
+    """Another live process holds the run folder."""
+
+
+class TerminatedError(StnlabError):
+    """The run received SIGTERM (a scheduler's pre-emption, ``kill``); exit status 143."""
+
+    exit_code = 143
+
+
+# What the machine, not the code, gets wrong: a full disk, a read-only folder, permissions.
+_STORAGE_ADVICE = {
+    errno.ENOSPC: "free some space or point the run at another disk (hydra.run.dir=…)",
+    errno.EDQUOT: "free some space or point the run at another disk (hydra.run.dir=…)",
+    errno.EROFS: "point the run at a writable folder (hydra.run.dir=…)",
+    errno.EACCES: "fix the permissions or point the run elsewhere (hydra.run.dir=…)",
+    errno.EPERM: "fix the permissions or point the run elsewhere (hydra.run.dir=…)",
+}
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The one-line report of a problem the user can fix, or ``None`` for a bug.
+
+    User problems are :class:`StnlabError`, a config override Hydra cannot apply (raised
+    when a command composes a config itself), and an ``OSError`` of the machine (full
+    disk, read-only file system, no permission), reported with the file it concerns.
+    """
+    if isinstance(err, StnlabError):
+        return str(err)
+    if isinstance(err, ConfigCompositionException | OverrideParseException):
+        text = str(err).split("Config search path:")[0]
+        if err.__cause__ is not None:
+            text += f" ({err.__cause__})"
+        return " ".join(text.split())  # Hydra's several lines, as one
+    if isinstance(err, OSError) and err.errno in _STORAGE_ADVICE:
+        where = err.filename or "a file"
+        return f"{where}: {err.strerror}; {_STORAGE_ADVICE[err.errno]}"
+    return None

@@ -1,0 +1,119 @@
+"""A checkpoint's network exported for use without stnlab: ``src/export.py``.
+
+:func:`export_torchscript` / :func:`export_onnx` / :func:`export_program` write the
+network (transformer included) as a TorchScript, ONNX or ``torch.export`` file and check
+that it reproduces the logits; :func:`export_checkpoint` does it for a checkpoint.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from stnlab.checkpoints import load_checkpoint_net
+from stnlab.errors import ConfigError
+
+
+def _check_same(net: nn.Module, exported: Any, example: Tensor, what: str) -> float:
+    with torch.inference_mode():
+        want = net(example)
+        got = exported(example)
+    diff = float((want - torch.as_tensor(got)).abs().max())
+    if diff > 1e-4:
+        raise RuntimeError(f"the {what} export gives other logits (max difference {diff:.3g})")
+    return diff
+
+
+def export_torchscript(net: nn.Module, example: Tensor, path: str | Path) -> float:
+    """Trace ``net`` on ``example`` ``(B, C, S, S)`` into ``path``; return the largest
+    logit difference to the eager network on a fresh batch (must be ≤ 1e-4)."""
+    net = net.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on shape checks; checked below
+        traced = torch.jit.trace(net, example, check_trace=False)
+    traced.save(str(path))
+    loaded = torch.jit.load(str(path))
+    return _check_same(net, loaded, torch.rand(3, *example.shape[1:]), "TorchScript")
+
+
+def export_onnx(net: nn.Module, example: Tensor, path: str | Path) -> float:
+    """Write ``net`` as ONNX (opset 17, dynamic batch) and check it with onnxruntime.
+
+    Needs the ``onnx``, ``onnxscript`` and ``onnxruntime`` packages (``pip install -e
+    ".[export]"``); returns the largest logit difference to the eager network.
+    """
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            'format=onnx needs onnx, onnxscript and onnxruntime: pip install -e ".[export]"'
+        ) from None
+    net = net.eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: batch}},
+            opset_version=17,
+            dynamo=True,
+            external_data=False,  # one self-contained file
+        )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(x: Tensor) -> Tensor:
+        return torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+
+    return _check_same(net, run, torch.rand(3, *example.shape[1:]), "ONNX")
+
+
+def export_program(net: nn.Module, example: Tensor, path: str | Path) -> float:
+    """Save ``net`` as a ``torch.export`` program (``.pt2``, dynamic batch), the format
+    PyTorch recommends now that TorchScript is deprecated; load it with
+    ``torch.export.load(path).module()``. Returns the largest logit difference."""
+    net = net.eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(net, (example,), dynamic_shapes={"x": {0: batch}})
+        torch.export.save(program, str(path))
+        loaded = torch.export.load(str(path)).module()
+    return _check_same(net, loaded, torch.rand(3, *example.shape[1:]), "torch.export")
+
+
+EXPORTERS = {
+    "torchscript": (export_torchscript, ".pt"),
+    "onnx": (export_onnx, ".onnx"),
+    "pt2": (export_program, ".pt2"),
+}
+
+
+def export_checkpoint(
+    ckpt_path: str | Path, fmt: str, out_dir: str | Path, output: str | Path | None = None
+) -> tuple[Path, float]:
+    """Export a checkpoint's network as ``fmt`` (``torchscript`` | ``onnx`` | ``pt2``).
+
+    The file goes to ``output`` or ``<out_dir>/model.<pt|onnx|pt2>``; returns it and the largest
+    logit difference to the eager network. The exported model takes ``(B, C, S, S)``
+    images in ``[0, 1]`` (normalisation is inside) and returns logits ``(B, K)``.
+    """
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"format={fmt!r} is unknown; valid: {list(EXPORTERS)}")
+    exporter, suffix = EXPORTERS[fmt]
+    net, config = load_checkpoint_net(ckpt_path)
+    data = config["data"]
+    size, channels = int(data["canvas_size"]), int(data["channels"])
+    target = Path(output) if output else Path(out_dir) / f"model{suffix}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    diff = exporter(net, torch.rand(2, channels, size, size), target)
+    return target, diff

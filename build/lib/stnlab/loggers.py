@@ -1,0 +1,301 @@
+"""The loggers' owner: the W&B online/offline decision, resumed W&B runs, finishing W&B,
+and every logger's history across a resume.
+
+* :func:`wandb_mode` (the ``${wandb_mode:…}`` resolver of ``conf/logger/wandb.yaml``) looks
+  up credentials the way W&B does and, before a run would go online, asks the W&B server
+  once whether it answers; :func:`settle_wandb_mode` makes that decision at start-up,
+  before any data or model work.
+* :func:`resume_wandb_id` / :func:`start_resumed_wandb`: a resumed run logs into its W&B
+  run; :func:`close_wandb` finishes the run so the next job of a multirun gets its own.
+* :func:`keep_csv_history`: TensorBoard adds a new event file beside the old ones and W&B
+  resumes the same run id (offline: a second ``offline-run-*`` folder that ``wandb sync``
+  merges), but Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts;
+  this puts the rows from before the resumed step back.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.client
+import logging
+import netrc
+import os
+import ssl
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from stnlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
+PROBE_TIMEOUT_ENV = "STNLAB_WANDB_PROBE_TIMEOUT"
+PROBE_TIMEOUT_S = 5.0
+_SYNC_HINT = "wandb sync {}/wandb/offline-run-*"
+_warned_dirs: set[str] = set()
+
+
+def wandb_base_url() -> str:
+    """The W&B server a run would use: ``WANDB_BASE_URL``, else W&B's settings files
+    (``wandb login --host``), else ``https://api.wandb.ai``."""
+    url = os.environ.get("WANDB_BASE_URL")
+    if url:
+        return url
+    try:
+        from wandb.sdk import wandb_setup
+    except ImportError:  # an older wandb
+        return WANDB_DEFAULT_URL
+    return str(wandb_setup.singleton().settings.base_url or WANDB_DEFAULT_URL)
+
+
+def _netrc_has_login(base_url: str) -> bool:
+    host = urlparse(base_url).hostname or "api.wandb.ai"
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_credentials(base_url: str) -> bool:
+    """True when W&B would find credentials for ``base_url``; reads files, no network.
+
+    Asks W&B's own lookup (``wandb.sdk.lib.wbauth``, without storing anything in the
+    session): ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``, ``.netrc`` (``NETRC``,
+    ``~/.netrc``, ``~/_netrc``), then the ``api_key`` of W&B's settings files. With a wandb
+    too old to have that module: ``WANDB_API_KEY`` or a ``.netrc`` entry for the host.
+    W&B has no public helper that answers without side effects: ``wandb.login(prompt=
+    False)`` writes its settings file, ``wandb.api.api_key`` is deprecated.
+
+    Raises :class:`ConfigError` for a key or server address W&B would reject.
+    """
+    try:
+        from wandb.errors import AuthenticationError
+        from wandb.sdk.lib import wbauth
+    except ImportError:
+        return bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_login(base_url)
+    try:
+        auth = wbauth.authenticate_session(
+            host=base_url, source="stnlab", prompt=False, update_session=False
+        )
+    except (AuthenticationError, ValueError) as err:
+        raise ConfigError(
+            f"W&B credentials for {base_url} are unusable: {err} Fix WANDB_API_KEY, "
+            "WANDB_BASE_URL or ~/.netrc (`wandb login`), or log offline with WANDB_MODE=offline."
+        ) from None
+    return auth is not None
+
+
+def probe_timeout_s() -> float:
+    """Seconds the W&B server may take to answer: ``STNLAB_WANDB_PROBE_TIMEOUT``, default 5."""
+    text = os.environ.get(PROBE_TIMEOUT_ENV, "")
+    try:
+        timeout = float(text) if text else PROBE_TIMEOUT_S
+    except ValueError:
+        timeout = -1.0
+    if not timeout > 0:
+        raise ConfigError(f"{PROBE_TIMEOUT_ENV}={text!r} must be a number of seconds > 0")
+    return timeout
+
+
+@functools.cache
+def wandb_server_problem(url: str, timeout_s: float) -> str | None:
+    """Why the W&B server at ``url`` cannot be reached, or ``None`` when it answers.
+
+    One HTTP request through the environment's proxy settings (``HTTPS_PROXY``,
+    ``NO_PROXY``), bounded to ``timeout_s`` in all, name lookup included. Any HTTP status
+    is an answer, and so is a certificate W&B may accept with its own CA settings.
+    Cached per process, so a multirun asks once.
+    """
+    outcome: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            request = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(request, timeout=timeout_s):
+                outcome.append(None)
+        except urllib.error.HTTPError:
+            outcome.append(None)
+        except urllib.error.URLError as err:
+            answered = isinstance(err.reason, ssl.SSLCertVerificationError)
+            outcome.append(None if answered else str(err.reason))
+        except (OSError, http.client.HTTPException) as err:  # timeouts, resets, garbage
+            outcome.append(str(err) or type(err).__name__)
+
+    # A daemon thread: a name lookup that hangs must neither delay the run nor its exit.
+    thread = threading.Thread(target=ask, name="stnlab-wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return outcome[0] if outcome else f"no answer within {timeout_s:g} s"
+
+
+def wandb_mode(save_dir: str = "") -> str | None:
+    """The ``mode`` for ``wandb.init``: ``"disabled"``, ``"offline"``, or ``None`` (online).
+
+    ``WANDB_MODE=disabled`` → ``"disabled"`` (no W&B files); ``offline`` / ``dryrun`` →
+    ``"offline"``. Without credentials → ``"offline"``, so a fresh machine works and
+    ``wandb sync`` uploads later. With credentials, or ``WANDB_MODE=online``, the server
+    is asked first (:func:`wandb_server_problem`, ``STNLAB_WANDB_PROBE_TIMEOUT`` seconds):
+    when it does not answer the run logs offline, with one warning per ``save_dir`` that
+    names the ``wandb sync`` command, or, with ``WANDB_MODE=online``, stops with a
+    :class:`ConfigError`. ``None`` leaves the mode to W&B (online unless ``wandb offline``).
+    """
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode == "disabled":
+        return "disabled"
+    if mode in ("offline", "dryrun"):
+        return "offline"
+    url = wandb_base_url()
+    if mode != "online" and not wandb_credentials(url):
+        return "offline"
+    problem = wandb_server_problem(url, probe_timeout_s())
+    if problem is None:
+        return None
+    run_dir = save_dir or "<run dir>"
+    if mode == "online":
+        raise ConfigError(
+            f"WANDB_MODE=online but the W&B server {url} cannot be reached ({problem}): check "
+            "the network or HTTPS_PROXY, or log offline (WANDB_MODE=offline) and upload later "
+            f"with `{_SYNC_HINT.format(run_dir)}`"
+        )
+    if run_dir not in _warned_dirs:
+        _warned_dirs.add(run_dir)
+        log.warning(
+            "W&B server %s cannot be reached (%s); logging offline. Upload later with: %s",
+            url,
+            problem,
+            _SYNC_HINT.format(run_dir),
+        )
+    return "offline"
+
+
+def settle_wandb_mode(cfg: DictConfig) -> None:
+    """Make the W&B decision of ``cfg.logger.wandb`` now, before any data or model work.
+
+    An unreachable server then costs seconds at start-up instead of a run that dies in
+    ``wandb.init``, and a :class:`ConfigError` (``WANDB_MODE=online``) reaches the entry
+    point as a one-line message; inside the resolver OmegaConf would wrap it. The
+    logger's ``${wandb_mode:…}`` reuses the cached answer. A mode set by hand is left alone.
+    """
+    node = (cfg.get("logger") or {}).get("wandb")
+    if node is not None and OmegaConf.is_interpolation(node, "mode"):
+        wandb_mode(str(node.get("save_dir") or ""))
+
+
+def keep_csv_history(loggers: list[Any], resume_step: int) -> None:
+    """Keep each CSV logger's ``metrics.csv`` rows logged before ``resume_step``.
+
+    Rows at or after ``resume_step`` were logged after the checkpoint being resumed and
+    will be logged again, so they are dropped. Call before training starts.
+    """
+    for logger in loggers:
+        if type(logger).__name__ != "CSVLogger":
+            continue
+        path = Path(logger.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            rows = [r for r in reader if r.get("step") and int(float(r["step"])) < resume_step]
+        writer = logger.experiment  # Lightning deletes the old file here
+        with open(path, "w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=header)
+            out.writeheader()
+            out.writerows(rows)
+        writer.metrics_keys = sorted(header)
+        log.info("kept %d rows of %s from before step %d", len(rows), path, resume_step)
+
+
+def resume_wandb_run(cfg: DictConfig, checkpoint: dict[str, Any] | None) -> bool:
+    """Log into the checkpoint's W&B run (same id) when resuming, unless an id is set."""
+    run_id = (checkpoint or {}).get("stnlab_wandb_id")
+    node = (cfg.get("logger") or {}).get("wandb")
+    if run_id and node is not None and node.get("id") is None:
+        with open_dict(cfg):
+            node.id = run_id
+        log.info("resuming W&B run %s", run_id)
+        return True
+    return False
+
+
+def start_resumed_wandb(
+    loggers: list[Any], cfg: DictConfig, wait_s: float = 30.0, poll_s: float = 5.0
+) -> list[Any]:
+    """Open the resumed W&B run now, waiting while a killed process still holds its id.
+
+    W&B answers "run ID … is in use" while another client of the same W&B service still
+    holds the run: after ``kill -9`` the dead process's service lingers for a few seconds,
+    and a process started from one that ran W&B shares its service (``WANDB_SERVICE``).
+    Retry for up to ``wait_s``; if the id is still held, log to a new run (same group and
+    tags) rather than fail the resumed training.
+    """
+    out = []
+    for logger in loggers:
+        if type(logger).__name__ != "WandbLogger" or getattr(rank_zero_only, "rank", 0) != 0:
+            out.append(logger)
+            continue
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                _ = logger.experiment
+                out.append(logger)
+                break
+            except Exception as err:
+                if "in use" not in str(err):
+                    raise
+                if time.monotonic() >= deadline:
+                    log.warning(
+                        "W&B run %s is still held by the interrupted process (%s); logging "
+                        "the resumed part to a new W&B run",
+                        cfg.logger.wandb.id,
+                        err,
+                    )
+                    with open_dict(cfg):
+                        cfg.logger.wandb.id = None
+                    fresh = instantiate(cfg.logger.wandb)
+                    out.append(fresh)
+                    break
+                time.sleep(poll_s)
+    return out
+
+
+def close_wandb() -> None:
+    """Finish the active W&B run, if any, so the next job of a multirun gets its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def log_table(
+    loggers: list[Any],
+    key: str,
+    rows: list[dict[str, Any]],
+    metrics: dict[str, float],
+    image: Path | None = None,
+) -> None:
+    """Send scalar ``metrics`` to every logger; ``rows`` (a table) and ``image`` to W&B."""
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        if type(logger).__name__ == "WandbLogger" and rows:
+            columns = list(rows[0])
+            logger.log_table(key=key, columns=columns, data=[[r[c] for c in columns] for r in rows])
+            if image is not None:  # uint8 pixels: W&B saves float images as black PNGs
+                from PIL import Image
+
+                pixels = np.asarray(Image.open(image).convert("RGB"), dtype=np.uint8)
+                logger.log_image(key=f"{key}_plot", images=[pixels])
+        logger.save()
+        logger.finalize("success")

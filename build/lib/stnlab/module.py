@@ -1,0 +1,160 @@
+"""The LightningModule: loss, metrics, optimiser with its own LR for the localisation net."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from stnlab.checks import check_range
+from stnlab.models import STNClassifier
+
+
+class STNLitModule(L.LightningModule):
+    """Trains an :class:`~stnlab.models.STNClassifier` with cross-entropy.
+
+    Logs ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
+    ``test/loss``, ``test/acc`` and ``test/err`` (error in %).
+
+    Args:
+        net: the classifier.
+        optimizer: a partial optimiser (``_partial_: true``) taking parameter groups.
+        scheduler: an optional partial LR scheduler taking the optimiser.
+        scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
+        loc_lr_mult: the transformer's learning rate is the optimiser's times this; STNs
+            are known to collapse (zoom out until the digit vanishes) when it is too high.
+        compile: compile the network with ``torch.compile`` (in place: checkpoints keep
+            their keys). The first steps pay the compile time; see the README's
+            Performance table for whether it pays off.
+        num_classes: classes of the data (``${data.num_classes}`` in the config); ``None``
+            (modules built before the config carried it) reads the network's last layer.
+        label_smoothing: label smoothing of the training loss in ``[0, 1)``; validation
+            and test losses stay plain cross-entropy, so they compare across settings.
+    """
+
+    def __init__(
+        self,
+        net: STNClassifier,
+        optimizer: functools.partial,
+        scheduler: functools.partial | None = None,
+        scheduler_interval: str = "epoch",
+        loc_lr_mult: float = 1.0,
+        compile: bool = False,
+        label_smoothing: float = 0.0,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(
+                f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
+            )
+        check_range(
+            "model.loc_lr_mult", loc_lr_mult, minimum=0, hint=" (0 freezes the localisation net)"
+        )
+        check_range("model.label_smoothing", label_smoothing, minimum=0, below=1)
+        # The factories stay out of hparams: they are not plain data and would make the
+        # checkpoint unloadable with weights_only=True. The checkpoint carries the resolved
+        # config instead (``stnlab_config``).
+        self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        if compile:
+            self.net.compile()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        if num_classes is None:
+            num_classes = [m for m in net.modules() if isinstance(m, nn.Linear)][-1].out_features
+        # One metric object per stage; "micro" = plain accuracy over samples.
+        for stage in ("train", "val", "test"):
+            acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+            setattr(self, f"{stage}_acc", acc)
+            if stage != "train":  # the training loss is logged per step, averaged by Lightning
+                setattr(self, f"{stage}_loss", MeanMetric())
+        self.val_acc_best = MaxMetric()
+        self.run_config: dict[str, Any] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` in ``[0, 1]`` → logits ``(B, num_classes)``."""
+        return self.net(x)
+
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        acc = getattr(self, f"{stage}_acc")
+        # update(), not forward(): no per-batch value to compute, which costs more than the
+        # update itself on small models (see README, Performance).
+        acc.update(logits.detach(), y)
+        if stage == "train":  # the step value for the progress bar and loggers
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+            return loss  # train/acc is logged once per epoch (on_train_epoch_end)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        mean_loss = getattr(self, f"{stage}_loss")  # a sample-weighted mean over the set
+        mean_loss.update(loss.detach(), weight=len(y))
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self.train_acc.update_called:
+            self.log("train/acc", self.train_acc.compute(), sync_dist=True, prog_bar=True)
+            self.train_acc.reset()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        # A non-finite loss is caught by callbacks.health.NonFiniteLossGuard, off this path.
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # sanity batches do not count towards the best
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/err", 100.0 * (1.0 - self.test_acc.compute()), sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        loc = self.net.transformer
+        loc_params = list(loc.parameters()) if loc is not None else []
+        loc_ids = {id(p) for p in loc_params}
+        other = [p for p in self.net.parameters() if id(p) not in loc_ids]
+        groups: list[dict[str, Any]] = [{"params": other, "name": "backbone"}]
+        if loc_params:
+            base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+            if base_lr is None:
+                raise ValueError("model.optimizer needs an explicit lr for loc_lr_mult to scale")
+            lr = base_lr * self.hparams.loc_lr_mult
+            groups.append({"params": loc_params, "lr": lr, "name": "transformer"})
+        optimizer = self.optimizer_factory(params=groups)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add what Lightning does not keep of the learning: the config and best accuracy."""
+        if self.run_config is not None:
+            checkpoint["stnlab_config"] = self.run_config
+        if self.val_acc_best.update_called:
+            checkpoint["stnlab_val_acc_best"] = float(self.val_acc_best.compute())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the best validation accuracy saved with the weights."""
+        best = checkpoint.get("stnlab_val_acc_best")
+        if best is not None:
+            self.val_acc_best.reset()
+            self.val_acc_best(torch.tensor(best))

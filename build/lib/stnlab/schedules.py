@@ -1,0 +1,87 @@
+"""Learning-rate schedules that keep each parameter group's own LR.
+
+``torch.optim.lr_scheduler.OneCycleLR`` sets one ``max_lr`` for every group, which would
+undo ``model.loc_lr_mult`` (the transformer's group runs at a fraction of the base LR).
+:class:`WarmupDecayLR` scales every group's initial LR by the same factor instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+SHAPES = ("cosine", "linear", "constant")
+
+
+def warmup_decay_factor(
+    step: int, total_steps: int, warmup_steps: int, shape: str, final_factor: float
+) -> float:
+    """The LR factor at ``step``: linear warm-up from 0, then ``shape`` down to ``final_factor``.
+
+    >>> warmup_decay_factor(0, 100, 10, "cosine", 0.0)
+    0.1
+    >>> warmup_decay_factor(10, 100, 10, "cosine", 0.0)
+    1.0
+    >>> round(warmup_decay_factor(55, 100, 10, "linear", 0.0), 3)
+    0.5
+    >>> warmup_decay_factor(100, 100, 10, "cosine", 0.01)
+    0.01
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    if shape == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif shape == "linear":
+        decay = 1.0 - progress
+    else:
+        decay = 1.0
+    return final_factor + (1.0 - final_factor) * decay
+
+
+class WarmupDecayLR(LRScheduler):
+    """Linear warm-up over ``warmup`` of ``total_steps``, then a cosine or linear decay.
+
+    Every parameter group follows the same factor of its own initial LR, so the
+    localisation net's ``loc_lr_mult`` holds throughout. Step it once per optimiser step
+    (``model.scheduler_interval: step``).
+
+    Args:
+        optimizer: the optimiser whose groups to schedule.
+        total_steps: steps of the whole run (the trainer's ``max_steps``).
+        warmup: the warm-up's share of ``total_steps``, in ``[0, 1)``.
+        shape: ``"cosine"``, ``"linear"`` or ``"constant"`` after the warm-up.
+        final_factor: the LR at the last step as a fraction of the peak, in ``[0, 1]``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int,
+        warmup: float = 0.0,
+        shape: str = "cosine",
+        final_factor: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if int(total_steps) < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        if not 0.0 <= float(warmup) < 1.0:
+            raise ValueError(f"warmup must be in [0, 1), got {warmup}")
+        if shape not in SHAPES:
+            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+        if not 0.0 <= float(final_factor) <= 1.0:
+            raise ValueError(f"final_factor must be in [0, 1], got {final_factor}")
+        self.total_steps = int(total_steps)
+        self.warmup_steps = round(float(warmup) * self.total_steps)
+        self.shape = shape
+        self.final_factor = float(final_factor)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        factor = warmup_decay_factor(
+            self.last_epoch, self.total_steps, self.warmup_steps, self.shape, self.final_factor
+        )
+        return [base * factor for base in self.base_lrs]

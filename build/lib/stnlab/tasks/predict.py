@@ -1,0 +1,43 @@
+"""The predict task: ``python src/predict.py ckpt_path=… input=…`` on your own images."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from stnlab.errors import ConfigError
+from stnlab.prediction import MIN_INK_SPAN, NO_INK, predict_files
+from stnlab.tasks.runner import task
+
+log = logging.getLogger(__name__)
+
+
+@task()
+def predict(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Print one line per image; write predictions.csv and the images in the run folder.
+
+    A blank or uniform image gets ``no_ink`` instead of a class. The exit status is 0 even
+    if every image is blank (each is flagged); 1 if the options are wrong or a file cannot
+    be read as an image.
+    """
+    for key in ("ckpt_path", "input"):
+        if cfg.get(key) in (None, "", "???"):
+            raise ConfigError(f"{key} is required: python src/predict.py ckpt_path=… input=…")
+    out = Path(cfg.paths.output_dir)
+    rows = predict_files(cfg.ckpt_path, cfg.input, out, str(cfg.invert).lower())
+    for row in rows:
+        if row["status"] == NO_INK:
+            print(
+                f"{row['file']}\t-\t-\t{NO_INK}: blank or uniform image (brightness span "
+                f"{row['ink']:.3f} < {MIN_INK_SPAN} after preprocessing), no class given"
+            )
+        else:
+            print(f"{row['file']}\t{row['predicted']}\t{row['probability']:.3f}")
+    blank = sum(row["status"] == NO_INK for row in rows)
+    if blank:
+        log.warning("%d of %d images have no ink and got no class", blank, len(rows))
+    log.info("wrote predictions.csv and the transformed images in %s", out)
+    return rows

@@ -1,0 +1,160 @@
+"""One runner for every command: what happens on failure, at the end, and on SIGTERM.
+
+Every task (train, eval, report, robustness, predict, export, gallery) is a function of
+the composed config decorated with :func:`task`, which
+
+* holds the run folder (:class:`~stnlab.run_folder.RunFolderLock`; a second process on
+  it is refused) and removes temporary files a killed run left there;
+* turns SIGTERM into :class:`~stnlab.errors.TerminatedError` (exit status 143) whose
+  message names the last good checkpoint and, for training, the command to resume;
+* writes ``failure.json`` in the run folder when the task fails, and always finishes the
+  W&B run.
+
+The entry points under ``src/`` are ``@hydra.main`` plus :func:`run`, which prints a
+user's problem as one line and exits with its status (1, or 143 for SIGTERM); in a
+multirun a failed job is logged and returns ``None`` so the other jobs go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from stnlab.checkpoints import own_last_checkpoint
+from stnlab.errors import ConfigError, TerminatedError, user_error_message
+from stnlab.loggers import close_wandb
+from stnlab.run_folder import RunFolderLock, sigterm_raises
+from stnlab.temp_files import remove_stale_temp_files
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+TaskFn = TypeVar("TaskFn", bound=Callable[[DictConfig], Any])
+
+
+def write_failure(output_dir: Path, err: BaseException) -> None:
+    """Record why a run failed in ``<output_dir>/failure.json`` (sweep summaries read it)."""
+    record: dict[str, Any] = {"error": type(err).__name__, "message": str(err)}
+    if isinstance(err, TerminatedError):
+        record["terminated"] = True
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "failure.json").write_text(json.dumps(record, indent=2))
+    except OSError:
+        log.warning("could not write failure.json in %s", output_dir)
+
+
+def _terminated(output_dir: Path, resumable: bool) -> TerminatedError:
+    """The SIGTERM message: the last good checkpoint and, for training, how to resume."""
+    last = own_last_checkpoint(output_dir)
+    if not resumable:
+        return TerminatedError("terminated by SIGTERM")
+    if last is None:
+        return TerminatedError("terminated by SIGTERM; no checkpoint had been written")
+    overrides = ""
+    with contextlib.suppress(Exception):
+        task = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+        overrides = " ".join(task) + " "
+    return TerminatedError(
+        f"terminated by SIGTERM; last good checkpoint: {last}. Resume with: python "
+        f"src/train.py {overrides}hydra.run.dir={output_dir} ckpt_path=auto"
+    )
+
+
+def task(resumable: bool = False) -> Callable[[TaskFn], TaskFn]:
+    """Decorate a task ``fn(cfg)``: run-folder lock, SIGTERM, ``failure.json``, W&B finish.
+
+    ``resumable``: the SIGTERM message tells how to resume (training). Only the first
+    process of a run (rank 0) holds the folder and writes ``failure.json``.
+    """
+
+    def decorate(fn: TaskFn) -> TaskFn:
+        @functools.wraps(fn)
+        def wrapper(cfg: DictConfig) -> Any:
+            output_dir = Path(cfg.paths.output_dir)
+            rank = getattr(rank_zero_only, "rank", 0)
+            lock = RunFolderLock(output_dir)
+            try:
+                with sigterm_raises():
+                    if rank == 0:
+                        lock.acquire()
+                        remove_stale_temp_files(output_dir)
+                    return fn(cfg)
+            except BaseException as err:
+                if isinstance(err, TerminatedError | SIGTERMException):
+                    err = _terminated(output_dir, resumable)
+                if rank == 0:
+                    write_failure(output_dir, err)
+                if isinstance(err, TerminatedError):
+                    raise err from None
+                raise
+            finally:
+                close_wandb()
+                lock.release()
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def run(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
+    """What an entry point does with a task: its result, or a one-line error and an exit.
+
+    A problem the user can fix (:func:`~stnlab.errors.user_error_message`) is printed
+    without a traceback and the process exits with its status (1; 143 after SIGTERM);
+    anything else keeps its traceback. In a multirun a failed job is logged with its
+    number and returns ``None`` (an Optuna search then records a failed trial), except
+    after SIGTERM, which stops the whole sweep.
+    """
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return fn(cfg)
+    except Exception as err:
+        message = user_error_message(err)
+        code = getattr(err, "exit_code", 1)
+        if multirun and code == 1:
+            job = HydraConfig.get().job.num
+            if message is None:
+                log.exception("job %s failed with an unexpected error", job)
+            else:
+                log.error("job %s failed: %s", job, message)
+            return None
+        if message is None:
+            raise
+        log.error("%s", message)
+        log.debug("where it happened", exc_info=True)  # hydra.verbose=true shows it
+        sys.exit(code)
+
+
+def finite_metric(metrics: dict[str, Any], name: str | None) -> float | None:
+    """``metrics[name]`` when it is a finite number (what a sweeper optimises), else None."""
+    value = metrics.get(name or "")
+    return float(value) if isinstance(value, float | int) and math.isfinite(value) else None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cpu`` / ``cuda`` / ``cuda:1`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name!r} is not a device; valid: auto, cpu, cuda, cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA GPU is available; use device=cpu")
+    return device

@@ -1,0 +1,122 @@
+"""The training task: ``python src/train.py``. Fit, test the best checkpoint, write
+``metrics.json``; the runner (:mod:`stnlab.tasks.runner`) owns failure, SIGTERM and the
+run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from stnlab.callbacks.bookkeeping import RunBookkeeping, scalar_metrics
+from stnlab.callbacks.health import NonFiniteLossGuard
+from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_run
+from stnlab.config_checks import instantiate_checked, instantiate_dict, validate_config
+from stnlab.launching import ddp_job_scope, install_ddp_relaunch, job_context, tag_sweep_job
+from stnlab.loggers import (
+    keep_csv_history,
+    resume_wandb_run,
+    settle_wandb_mode,
+    start_resumed_wandb,
+)
+from stnlab.tasks.runner import finite_metric, task
+
+log = logging.getLogger(__name__)
+
+
+def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | None) -> str | None:
+    """This fit's best checkpoint; without training, ``ckpt_path``; else current weights."""
+    if not cfg.get("train", True):
+        return ckpt_path
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_path if callback is not None else ""
+    if not best:
+        log.warning("no best checkpoint was saved; testing the current weights")
+    return best or None
+
+
+@task(resumable=True)
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the model of ``cfg`` and test the best checkpoint; return the final metrics.
+
+    The config is checked first (:func:`~stnlab.config_checks.validate_config`) and the W&B
+    mode settled (:func:`~stnlab.loggers.settle_wandb_mode`), so a bad value or an
+    unreachable W&B server fails before any data or model work. Writes ``metrics.json`` in
+    ``cfg.paths.output_dir``. ``ckpt_path=auto`` resumes this run directory's
+    ``last.ckpt``; a finished run resumed reports the metrics it ended with.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    rank = getattr(rank_zero_only, "rank", 0)
+    validate_config(cfg)
+    settle_wandb_mode(cfg)
+    ckpt_path, checkpoint = checkpoint_for_run(cfg)
+    if cfg.get("ckpt_path") == "auto":
+        log.info(
+            "ckpt_path=auto: %s",
+            f"resuming {ckpt_path}"
+            if ckpt_path
+            else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
+        )
+    resumed_wandb = cfg.get("train", True) and resume_wandb_run(cfg, checkpoint)
+    ctx = job_context()
+    tag_sweep_job(cfg, ctx)
+    if ctx is not None:
+        install_ddp_relaunch()
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule: L.LightningDataModule = instantiate_checked(cfg.data, "data")
+    model: L.LightningModule = instantiate_checked(cfg.model, "model")
+    if checkpoint is not None and ckpt_path is not None:
+        check_fits(model, checkpoint, ckpt_path, cfg)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    bookkeeping = RunBookkeeping()
+    callbacks = [
+        *instantiate_dict(cfg.get("callbacks"), "callbacks"),
+        NonFiniteLossGuard(),
+        bookkeeping,
+    ]
+    loggers = instantiate_dict(cfg.get("logger"), "logger")
+    if resumed_wandb:
+        loggers = start_resumed_wandb(loggers, cfg)
+    if checkpoint is not None and rank == 0:
+        keep_csv_history(loggers, int(checkpoint.get("global_step", 0)))
+    trainer = instantiate_checked(
+        cfg.trainer,
+        "trainer",
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+    )
+    for logger in trainer.loggers:
+        logger.log_hyperparams(model.run_config)
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        # a finished run resumed: no epoch ran, the fit's metrics are the checkpoint's
+        metrics.update(bookkeeping.fit_metrics)
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+    if cfg.get("test", True):
+        ckpt = _checkpoint_to_test(cfg, trainer, ckpt_path)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+        if ckpt:
+            metrics["test_ckpt"] = ckpt  # type: ignore[assignment]
+    if trainer.is_global_zero:  # one file per run, whatever the number of processes
+        text = json.dumps(metrics, indent=2, sort_keys=True)
+        (output_dir / "metrics.json").write_text(text)
+        (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run passed
+    return metrics
+
+
+def train_job(cfg: DictConfig) -> float | None:
+    """One job of ``src/train.py`` (single run, sweep job or DDP rank): the value of
+    ``optimized_metric`` for a sweeper, or ``None``."""
+    with ddp_job_scope():
+        metrics = train(cfg)
+    return finite_metric(metrics, cfg.get("optimized_metric"))
