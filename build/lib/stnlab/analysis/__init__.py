@@ -1,1 +1,0 @@
-"""Looking at data and results: galleries, tables, curves."""

@@ -1,1 +1,0 @@
-"""Benchmarks that print their numbers: ``python -m stnlab.bench data``."""

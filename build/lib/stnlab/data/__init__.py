@@ -1,1 +1,0 @@
-"""Digit datasets: raw sources with checksums, batched distortions, the DataModule."""
