@@ -59,6 +59,14 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob(".*part*")) if folder.exists() else []
 
 
+def _gz_mirror(folder: Path, files: dict[str, bytes]) -> Path:
+    """A folder serving each file gzipped under its IDX name, as torchvision's mirrors do."""
+    folder.mkdir()
+    for key, data in files.items():
+        (folder / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data, mtime=0))
+    return folder
+
+
 def test_read_idx_round_trips_and_rejects_bad_files(tmp_path: Path, files: dict[str, bytes]):
     (tmp_path / "img").write_bytes(files["train_images"])
     (tmp_path / "lab").write_bytes(files["train_labels"])
@@ -115,10 +123,7 @@ def test_corrupted_or_truncated_file_is_an_error_and_left_alone(
 def test_fetch_from_a_mirror(
     tmp_path: Path, files: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    for key, data in files.items():
-        (mirror / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data, mtime=0))
+    mirror = _gz_mirror(tmp_path / "mirror", files)
     _use(monkeypatch, _spec(files, mirrors=(f"file://{mirror}/",)))
     paths = sources.ensure_dataset(tmp_path / "root", "mnist")
     for key, path in paths.items():
@@ -258,10 +263,7 @@ def test_read_only_data_folder_with_a_file_missing_says_so_before_fetching(
     monkeypatch: pytest.MonkeyPatch,
     read_only: Callable[[Path], None],
 ) -> None:
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    for key, data in files.items():
-        (mirror / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data, mtime=0))
+    mirror = _gz_mirror(tmp_path / "mirror", files)
     _use(monkeypatch, _spec(files, mirrors=(f"file://{mirror}/",)))
     present = dict(list(files.items())[:3])
     raw = _write_raw(tmp_path / "root", present)
