@@ -8,20 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stnlab.geometry import (
-    FAMILIES,
-    AffineTransform,
-    AttentionTransform,
-    ProjectiveTransform,
-    SimilarityTransform,
-    TPSTransform,
-    TranslationTransform,
-    base_grid,
-    make_family,
-    matrix_grid,
-    sample,
-    warp,
-)
+from stnlab.geometry import base_grid, make_family, matrix_grid, sample, transforms, warp
 
 MATRIX_FAMILIES = ["translation", "attention", "similarity", "affine", "projective"]
 
@@ -33,7 +20,7 @@ def _random_theta(name: str, batch: int, gen: torch.Generator) -> torch.Tensor:
     return family.identity() + scale * noise
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", sorted(transforms.FAMILIES))
 def test_identity_theta_reproduces_the_input(name: str) -> None:
     family = make_family(name)
     images = torch.rand(3, 2, 19, 23)
@@ -44,9 +31,9 @@ def test_identity_theta_reproduces_the_input(name: str) -> None:
 @pytest.mark.parametrize(
     "family",
     [
-        AttentionTransform(0.5, (0.5, 2.0)),
-        SimilarityTransform(0.5, (0.5, 2.0)),
-        TranslationTransform(0.3),
+        transforms.AttentionTransform(0.5, (0.5, 2.0)),
+        transforms.SimilarityTransform(0.5, (0.5, 2.0)),
+        transforms.TranslationTransform(0.3),
     ],
 )
 def test_bounds_keep_the_identity_and_hold(family) -> None:
@@ -71,14 +58,14 @@ def test_similarity_rotation_by_90_degrees() -> None:
     # 20) of 28×28 sits at (x, y) = (6.5, -10.5) px from the centre; the output pixel
     # reading it is p with (-y, x) = (6.5, -10.5) → p = (-10.5, -6.5) → (row 7, col 3).
     theta = torch.tensor([[math.pi / 2, 1.0, 0.0, 0.0]])
-    out = warp(_dot(28, 3, 20), SimilarityTransform(), theta)
+    out = warp(_dot(28, 3, 20), transforms.SimilarityTransform(), theta)
     assert out[0, 0, 7, 3] > 0.999 and abs(out.sum().item() - 1) < 1e-4
 
 
 def test_translation_shifts_by_half_the_width_per_unit() -> None:
     # Output p reads input p + t: t = (0.5, 0) on a 28-wide image is 7 px to the right,
     # so the content moves 7 px to the left.
-    out = warp(_dot(28, 10, 12), TranslationTransform(), torch.tensor([[0.5, 0.0]]))
+    out = warp(_dot(28, 10, 12), transforms.TranslationTransform(), torch.tensor([[0.5, 0.0]]))
     assert out[0, 0, 10, 5] > 0.999
 
 
@@ -86,7 +73,7 @@ def test_attention_scale_zooms_in() -> None:
     # s = 0.5: output p reads input 0.5·p, so a dot at 2 px right of centre lands 4 px right.
     image = torch.zeros(1, 1, 28, 28)
     image[..., 12:16, 14:16] = 1.0  # 2 px wide block right of the centre column 14.0
-    out = warp(image, AttentionTransform(), torch.tensor([[0.5, 0.0, 0.0]]))
+    out = warp(image, transforms.AttentionTransform(), torch.tensor([[0.5, 0.0, 0.0]]))
     assert torch.all(out[0, 0, 11:17, 15:17] > 0.99)
     assert abs(out.sum().item() - 4 * image.sum().item()) < 1.0
 
@@ -95,8 +82,8 @@ def test_projective_with_an_affine_homography_is_the_affine_grid() -> None:
     gen = torch.Generator().manual_seed(0)
     affine = _random_theta("affine", 4, gen)
     homography = torch.cat((affine, torch.zeros(4, 2)), dim=1)
-    a = AffineTransform().grid(affine, (11, 13))
-    p = ProjectiveTransform().grid(homography, (11, 13))
+    a = transforms.AffineTransform().grid(affine, (11, 13))
+    p = transforms.ProjectiveTransform().grid(homography, (11, 13))
     assert (a - p).abs().max() < 1e-5
 
 
@@ -110,18 +97,18 @@ def test_matrix_form_gives_the_same_grid(name: str) -> None:
 
 
 def test_tps_zero_offsets_and_affine_motion() -> None:
-    tps = TPSTransform(grid_size=4)
+    tps = transforms.TPSTransform(grid_size=4)
     assert tps.num_params == 32
     assert (tps.grid(tps.identity()[None], (12, 12)) - base_grid(12, 12)).abs().max() < 1e-5
     mat = torch.tensor([[0.8, 0.2, 0.1], [-0.1, 0.9, -0.05]])
     moved = (tps.control @ mat[:, :2].T + mat[:, 2]).flatten()[None]
-    expected = AffineTransform().grid(mat.flatten()[None], (15, 17))
+    expected = transforms.AffineTransform().grid(mat.flatten()[None], (15, 17))
     assert (tps.grid(moved, (15, 17)) - expected).abs().max() < 1e-5
 
 
 def test_tps_matches_scipy_thin_plate_spline() -> None:
     scipy_interpolate = pytest.importorskip("scipy.interpolate")
-    tps = TPSTransform(grid_size=4).double()
+    tps = transforms.TPSTransform(grid_size=4).double()
     gen = torch.Generator().manual_seed(2)
     moved = tps.control + 0.08 * torch.randn(16, 2, generator=gen, dtype=torch.float64)
     ours = tps.grid(moved.reshape(1, -1), (15, 15)).view(-1, 2).numpy()
@@ -161,17 +148,17 @@ def test_tps_affine_motion_matches_kornia() -> None:
     kornia_transform = pytest.importorskip("kornia.geometry.transform")
     # kornia's own TPS centres its kernels on the destination points, a different
     # interpolant from the standard TPS; on an affine motion both reduce to the affine map.
-    tps = TPSTransform()
+    tps = transforms.TPSTransform()
     images = torch.rand(1, 1, 20, 20)
     mat = torch.tensor([[0.9, 0.1, 0.05], [-0.15, 1.05, 0.0]])
     moved = (tps.control @ mat[:, :2].T + mat[:, 2]).flatten()[None]
     ours = warp(images, tps, moved)
-    forward = _pixel_matrix(AffineTransform().to_matrix(mat.flatten()[None]), 20, 20)
+    forward = _pixel_matrix(transforms.AffineTransform().to_matrix(mat.flatten()[None]), 20, 20)
     theirs = kornia_transform.warp_affine(images, forward[:, :2], (20, 20), align_corners=False)
     assert (ours - theirs).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", sorted(transforms.FAMILIES))
 def test_gradcheck_grid_and_sampler(name: str) -> None:
     family = make_family(name).double()
     gen = torch.Generator().manual_seed(4)

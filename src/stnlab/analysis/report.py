@@ -16,15 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from stnlab.analysis.paper import (
-    COLUMN_ORDER,
-    ROW_ORDER,
-    dataset_label,
-    model_label,
-    paper_error,
-    run_source,
-    run_variant,
-)
+from stnlab.analysis import paper
 from stnlab.analysis.tables import write_csv
 from stnlab.checkpoints import read_yaml_data
 from stnlab.errors import ConfigError
@@ -77,8 +69,8 @@ def read_run(folder: Path) -> dict[str, Any]:
     config = read_yaml_data(folder / ".hydra" / "config.yaml")
     if not isinstance(config, dict):
         raise ConfigError(f"{folder}/.hydra/config.yaml is not a run config (not a mapping)")
-    name = run_variant(config, folder)
-    source = run_source(config)
+    name = paper.run_variant(config, folder)
+    source = paper.run_source(config)
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = read_yaml_data(overrides_file) if overrides_file.is_file() else []
     error = pose = None
@@ -91,8 +83,8 @@ def read_run(folder: Path) -> dict[str, Any]:
         pose = float(undone) if isinstance(undone, int | float) else None
     return {
         "folder": folder,
-        "model": model_label(config),
-        "column": dataset_label(name, source),
+        "model": paper.model_label(config),
+        "column": paper.dataset_label(name, source),
         "seed": config.get("seed"),
         "error": error,
         "pose": pose,
@@ -108,9 +100,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     def order(key: tuple[str, str]) -> tuple[int, str, int, str]:
         row, col = key
-        r = ROW_ORDER.index(row) if row in ROW_ORDER else len(ROW_ORDER)
-        c = COLUMN_ORDER.index(col) if col in COLUMN_ORDER else len(COLUMN_ORDER)
-        return (r, row, c, col)
+        return (_rank(row, paper.ROW_ORDER), row, _rank(col, paper.COLUMN_ORDER), col)
 
     rows = []
     for key in sorted(cells, key=order):
@@ -132,7 +122,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "n": len(errors),
                 "mean_err": statistics.fmean(errors) if errors else None,
                 "std_err": statistics.stdev(errors) if len(errors) > 1 else None,
-                "paper_err": paper_error(*key),
+                "paper_err": paper.paper_error(*key),
                 "mean_pose": statistics.fmean(poses) if poses else None,
                 "errors": errors,
                 "failed": len(members) - len(errors),
@@ -157,16 +147,26 @@ def _cell_text(row: dict[str, Any] | None, paper: float | None) -> str:
     return text + paper_text
 
 
+def _rank(label: str, order: list[str]) -> int:
+    """Position of ``label`` in the paper's ``order``; labels the paper lacks come last."""
+    return order.index(label) if label in order else len(order)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The Table-1 columns present in ``rows``: the paper's order, then the rest by name."""
+    present = {r["column"] for r in rows}
+    return sorted(present, key=lambda c: (_rank(c, paper.COLUMN_ORDER), c))
+
+
 def markdown_table(rows: list[dict[str, Any]], title: str = "") -> str:
     """Table 1's layout: models × datasets, ``mean ± std (n) [paper]`` test error % per cell."""
     models = list(dict.fromkeys(r["model"] for r in rows))
-    present = {r["column"] for r in rows}
-    columns = [c for c in COLUMN_ORDER if c in present] + sorted(present - set(COLUMN_ORDER))
+    columns = _columns(rows)
     by_cell = {(r["model"], r["column"]): r for r in rows}
     lines = [f"# {title}", ""] if title else []
     lines += ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for model in models:
-        cells = [_cell_text(by_cell.get((model, c)), paper_error(model, c)) for c in columns]
+        cells = [_cell_text(by_cell.get((model, c)), paper.paper_error(model, c)) for c in columns]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -196,8 +196,7 @@ def plot_report(rows: list[dict[str, Any]], title: str = "") -> Any:
 
     measured = [r for r in rows if r["mean_err"] is not None]
     models = list(dict.fromkeys(r["model"] for r in measured))
-    present = {r["column"] for r in measured}
-    columns = [c for c in COLUMN_ORDER if c in present] + sorted(present - set(COLUMN_ORDER))
+    columns = _columns(measured)
     fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(columns) * max(1, len(models)) / 2, 3.8))
     width = 0.8 / max(1, len(models))
     by_cell = {(r["model"], r["column"]): r for r in measured}

@@ -90,12 +90,7 @@ class CollapseDetector(L.Callback):
             self._watch(transformer)
 
     def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *_batch_and_outputs: Any
     ) -> None:
         if self._handle is None:
             return

@@ -23,6 +23,8 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 from torch import Tensor
 
+from stnlab.callbacks.cadence import EveryNEpochs
+from stnlab.checks import check_range
 from stnlab.data.distortions import PoseRecord
 from stnlab.geometry import POSE_METRICS, box_corners, pose_statistics, similarity_fit
 from stnlab.models import SpatialTransformer
@@ -146,7 +148,7 @@ def pose_scatter_image(
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-class PoseRecoveryCallback(L.Callback):
+class PoseRecoveryCallback(EveryNEpochs):
     """Log how much of the validation digits' pose spread the transformer removes.
 
     After every validation epoch (not the sanity check) the localisation net runs, without
@@ -165,31 +167,24 @@ class PoseRecoveryCallback(L.Callback):
     Args:
         dirpath: folder of the PNG files (the run's ``pose/`` in the default config).
         every_n_epochs: plot after every N-th training epoch (must be >= 1).
-        batch_size: digits per localisation-net batch.
         max_points: digits shown in a scatter.
+
+    The localisation net runs, without gradients, in batches of the data module's
+    ``eval_batch_size``.
     """
 
     def __init__(
         self,
         dirpath: str | Path,
         every_n_epochs: int = 5,
-        batch_size: int = 1000,
         max_points: int = 2000,
     ) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(f"callbacks.pose.every_n_epochs must be >= 1, got {every_n_epochs}")
-        if batch_size < 1 or max_points < 1:
-            raise ValueError(
-                "callbacks.pose.batch_size and max_points must be >= 1, got "
-                f"{batch_size} and {max_points}"
-            )
+        super().__init__(every_n_epochs, "callbacks.pose")
+        check_range("callbacks.pose.max_points", max_points, integer=True, minimum=1)
         self.dirpath = Path(dirpath)
-        self.every_n_epochs = every_n_epochs
-        self.batch_size = batch_size
         self.max_points = max_points
         self.written: list[Path] = []
         self._latest: tuple[int, PoseMeasurement] | None = None  # (global step, result)
-        self._last_plotted_epoch = -1
         self._told = False
 
     # ----------------------------------------------------------------- metrics
@@ -222,7 +217,8 @@ class PoseRecoveryCallback(L.Callback):
         if pose is None:
             return self._not_applicable(f"{datamodule.distortion!r} keeps no pose record")
         n = self._covered(trainer, datamodule, len(images))
-        measurement = measure_pose(transformer, images[:n], pose[:n], batch_size=self.batch_size)
+        batch_size = getattr(datamodule, "eval_batch_size", None) or 1000
+        measurement = measure_pose(transformer, images[:n], pose[:n], batch_size=batch_size)
         self._latest = (trainer.global_step, measurement)
         return measurement
 
@@ -243,28 +239,16 @@ class PoseRecoveryCallback(L.Callback):
         return None
 
     # ------------------------------------------------------------------- plots
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1  # epochs completed
-        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch
-        if epoch % self.every_n_epochs == 0 or last:
-            self.plot(trainer, pl_module, epoch)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Also covers runs stopped early (max_steps, early stopping, interruption).
-        if self._last_plotted_epoch != trainer.current_epoch:
-            self.plot(trainer, pl_module, trainer.current_epoch)
-
-    def plot(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> bool:
         """Write and log the scatter of the latest measurement as ``epoch``."""
-        if trainer.sanity_checking or trainer.fast_dev_run or trainer.global_rank != 0:
-            return
+        if trainer.global_rank != 0:
+            return False
         if self._latest is not None and self._latest[0] == trainer.global_step:
             measurement: PoseMeasurement | None = self._latest[1]
         else:  # no validation since the last training step: measure now
             measurement = self.measure(trainer, pl_module)
         if measurement is None:
-            return
-        self._last_plotted_epoch = epoch
+            return False
         undone = measurement.metrics["undone"]
         title = f"epoch {epoch}: pose undone {undone:.3f} (validation digits)"
         image = pose_scatter_image(measurement, title, self.max_points)
@@ -277,3 +261,4 @@ class PoseRecoveryCallback(L.Callback):
                 logger.log_image(
                     key="pose_scatter", images=[image], caption=[title], step=trainer.global_step
                 )
+        return True

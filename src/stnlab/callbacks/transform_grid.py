@@ -10,12 +10,13 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
+from stnlab.callbacks.cadence import EveryNEpochs
 from stnlab.image_grid import side_by_side
 
 log = logging.getLogger(__name__)
 
 
-class TransformGridCallback(L.Callback):
+class TransformGridCallback(EveryNEpochs):
     """Every ``every_n_epochs`` (and after the last epoch) log a transform grid.
 
     The probe batch is the first ``num_probes`` fixed validation images, so every grid of a
@@ -37,35 +38,16 @@ class TransformGridCallback(L.Callback):
         num_probes: int = 16,
         upscale: int = 3,
     ) -> None:
-        if every_n_epochs < 1:
-            raise ValueError(
-                f"callbacks.transform_grid.every_n_epochs must be >= 1, got {every_n_epochs}"
-            )
+        super().__init__(every_n_epochs, "callbacks.transform_grid")
         if num_probes < 1:
             raise ValueError(f"callbacks.transform_grid.num_probes must be >= 1, got {num_probes}")
         self.dirpath = Path(dirpath)
-        self.every_n_epochs = every_n_epochs
         self.num_probes = num_probes
         self.upscale = upscale
         self._warned = False
-        self._last_logged_epoch = -1
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        epoch = trainer.current_epoch + 1  # epochs completed
-        # max_epochs=-1 (a step budget, as in the experiment presets) has no last epoch
-        last = trainer.max_epochs is not None and 0 < trainer.max_epochs <= epoch
-        if epoch % self.every_n_epochs == 0 or last:
-            self.log_grid(trainer, pl_module, epoch)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Also covers runs stopped early (max_steps, early stopping, interruption).
-        if self._last_logged_epoch != trainer.current_epoch:
-            self.log_grid(trainer, pl_module, trainer.current_epoch)
-
-    def log_grid(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+    def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> bool:
         """Render the probe batch through the transformer and log it as ``epoch``."""
-        if trainer.sanity_checking or trainer.fast_dev_run:
-            return
         net = getattr(pl_module, "net", None)
         transformed_input = getattr(net, "transformed_input", None)
         datamodule = getattr(trainer, "datamodule", None)
@@ -75,7 +57,7 @@ class TransformGridCallback(L.Callback):
             or not hasattr(datamodule, "probe_batch")
         ):
             self._warn_once("the model or datamodule cannot show a transform; no grids logged")
-            return
+            return False
         inputs, _ = datamodule.probe_batch(self.num_probes)
         inputs = inputs.to(pl_module.device)
         was_training = pl_module.training
@@ -85,10 +67,9 @@ class TransformGridCallback(L.Callback):
         pl_module.train(was_training)
         if outputs is None:
             self._warn_once("the model has no spatial transformer; no transform grids logged")
-            return
-        self._last_logged_epoch = epoch
+            return False
         if trainer.global_rank != 0:
-            return
+            return True
         image = side_by_side(inputs, outputs, zoom=self.upscale)  # uint8: W&B saves floats black
         self.dirpath.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(self.dirpath / f"epoch_{epoch:03d}.png")
@@ -101,6 +82,7 @@ class TransformGridCallback(L.Callback):
                     caption=[caption],
                     step=trainer.global_step,
                 )
+        return True
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:

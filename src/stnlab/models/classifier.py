@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stnlab.checks import check_range
 from stnlab.models.transformer import SpatialTransformer
 
 
@@ -49,8 +50,7 @@ class STNClassifier(nn.Module):
             )
         if transformer_at == "features" and not hasattr(backbone, "stem"):
             raise ValueError("transformer_at='features' needs a CNN backbone (with stem/head)")
-        if post_pool < 1:
-            raise ValueError(f"post_pool must be >= 1, got {post_pool}")
+        check_range("model.net.post_pool", post_pool, integer=True, minimum=1)
         self.transformer = transformer
         self.backbone = backbone
         self.post_pool = post_pool

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from stnlab.checks import check_range
 from stnlab.geometry import (
     ProjectiveTransform,
     TransformFamily,
@@ -52,8 +55,9 @@ class SpatialTransformer(nn.Module):
         num_transformers: int = 1,
     ) -> None:
         super().__init__()
-        if num_transformers < 1:
-            raise ValueError(f"num_transformers must be >= 1, got {num_transformers}")
+        check_range(
+            "model.net.transformer.num_transformers", num_transformers, integer=True, minimum=1
+        )
         self.loc_net = loc_net
         self.transform = transform
         self.output_size = output_size
@@ -110,29 +114,26 @@ class ICSpatialTransformer(SpatialTransformer):
     *original* input once, never a re-sampled image. Needs a family with a matrix form
     (translation, attention, similarity, affine, projective).
 
+    Takes :class:`SpatialTransformer`'s arguments (``num_transformers`` must stay 1:
+    parallel IC-STNs are not supported), and:
+
     Args:
         steps: number of recurrent steps (1 = a plain spatial transformer).
-        num_transformers: must be 1 (parallel IC-STNs are not supported).
     """
 
-    def __init__(
-        self,
-        loc_net: nn.Module,
-        transform: TransformFamily,
-        output_size: int | None = None,
-        steps: int = 4,
-        num_transformers: int = 1,
-    ) -> None:
-        if num_transformers != 1:
-            raise ValueError(f"IC-STN supports num_transformers=1 only, got {num_transformers}")
-        super().__init__(loc_net, transform, output_size)
+    def __init__(self, *args: Any, steps: int = 4, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.num_transformers != 1:
+            raise ValueError(
+                f"IC-STN supports num_transformers=1 only, got {self.num_transformers}"
+            )
         if steps < 1:
             raise ValueError(f"IC-STN needs steps >= 1, got {steps}")
         try:
-            transform.to_matrix(transform.identity()[None])
+            self.transform.to_matrix(self.transform.identity()[None])
         except NotImplementedError:
             raise ValueError(
-                f"IC-STN composes warps as matrices; the {transform.name} family has no "
+                f"IC-STN composes warps as matrices; the {self.transform.name} family has no "
                 "matrix form (use translation, attention, similarity, affine or projective)"
             ) from None
         self.steps = steps
