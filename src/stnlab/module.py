@@ -25,7 +25,9 @@ class STNLitModule(L.LightningModule):
     Args:
         net: the classifier.
         optimizer: a partial optimiser (``_partial_: true``) taking parameter groups.
-        scheduler: an optional partial LR scheduler taking the optimiser.
+        scheduler: an optional partial LR scheduler taking the optimiser. A
+            ``total_steps`` keyword below 1 (``${trainer.max_steps}`` of a run counted in
+            epochs) becomes the trainer's estimate of the run's optimiser steps.
         scheduler_interval: ``"epoch"`` or ``"step"``: when the scheduler steps.
         loc_lr_mult: the transformer's learning rate is the optimiser's times this; STNs
             are known to collapse (zoom out until the digit vanishes) when it is too high.
@@ -139,7 +141,13 @@ class STNLitModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=groups)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(optimizer=optimizer)
+        factory = self.scheduler_factory
+        total = getattr(factory, "keywords", {}).get("total_steps")
+        if total is not None and int(total) < 1:  # counted in epochs: the trainer knows
+            factory = functools.partial(
+                factory, total_steps=int(self.trainer.estimated_stepping_batches)
+            )
+        scheduler = factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -117,3 +118,20 @@ def test_bench_train_on_a_missing_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device is available here"):
         main(["train", "--device", "cuda"])
+
+
+def test_stnlab_windows_that_outlast_an_epoch_are_all_timed(
+    fake_mnist: Path, tmp_path: Path, ticking_clock: Callable
+) -> None:
+    """The small case's windows are longer than an epoch: each must still be timed."""
+    ticking_clock(1.0)  # one tick per training batch
+    cfg = compose_case(
+        [*CASES["small/rotated"], "data.val_size=100", "data.batch_size=32"],
+        str(fake_mnist),
+        str(tmp_path / "out"),
+    )
+    args = SimpleNamespace(warmup=1, windows=4, device="cpu")
+    rates = train_bench.stnlab_rates(cfg, args, 5, str(tmp_path))
+    # 1 + 4 × 5 batches: more than the 16 batches of an epoch of the 500 fake digits
+    assert len(rates.rates) == 4
+    assert rates.median == pytest.approx(32.0)  # 5 batches of 32 per 5 ticks

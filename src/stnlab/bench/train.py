@@ -76,7 +76,8 @@ class WindowTimer(L.Callback):
         self.samples: list[int] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
-        if i >= self.warmup and (i - self.warmup) % self.window_batches == 0:
+        n = len(self.stamps)  # batches so far, over epochs (``i`` restarts every epoch)
+        if n >= self.warmup and (n - self.warmup) % self.window_batches == 0:
             synchronize(pl_module.device)  # window boundaries only: GPU work stays queued
         self.stamps.append(now())
         self.samples.append(len(batch[1]) * trainer.world_size)
@@ -152,8 +153,11 @@ def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -
     total = args.warmup + args.windows * wb + 1
     with open_dict(cfg):
         cfg.test = False
-        cfg.trainer.max_epochs = 1
-        cfg.trainer.limit_train_batches = total
+        # Steps, not one epoch: a small model's windows outlast an epoch (214 batches
+        # of rotated MNIST), and every window must be timed. Epoch ends (2 validation
+        # batches, epoch-end callbacks) fall inside some windows, as in real training.
+        cfg.trainer.max_epochs = -1
+        cfg.trainer.max_steps = total
         cfg.trainer.limit_val_batches = 2
         cfg.trainer.enable_progress_bar = False
         cfg.trainer.enable_model_summary = False
