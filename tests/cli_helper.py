@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +63,25 @@ def cli_env(data_root: Path, **extra: str) -> dict[str, str]:
     }
 
 
+TINY_RUN_BASE = ("data=rotated", "schedule=sgd_epochs")
+"""What the tests' training runs assume unless they choose otherwise: 28×28 rotated digits
+(the keys ``data.distortion.max_angle`` …) and SGD counted in epochs. The Quickstart's own
+defaults (cluttered, ``schedule=fast_epochs``) are tested in ``tests/test_config.py``."""
+
+
+def with_tiny_run_base(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` after :data:`TINY_RUN_BASE`'s choices of the groups they leave open."""
+    chosen = {o.lstrip("~+").split("=", 1)[0] for o in overrides if "=" in o}
+    return [b for b in TINY_RUN_BASE if b.split("=", 1)[0] not in chosen] + list(overrides)
+
+
 def run_train(
     data_root: Path, *overrides: str, cwd: Path | None = None, script: str = "train.py"
 ) -> subprocess.CompletedProcess:
-    """``python src/<script> *overrides`` on the synthetic data; output captured."""
+    """``python src/<script> *overrides`` on the synthetic data; output captured. A training
+    run starts from :data:`TINY_RUN_BASE`."""
+    if script == "train.py":
+        overrides = tuple(with_tiny_run_base(overrides))
     cmd = [sys.executable, str(ROOT / "src" / script), *overrides]
     return subprocess.run(
         cmd, capture_output=True, text=True, env=cli_env(data_root), cwd=cwd, timeout=600

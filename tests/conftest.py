@@ -14,7 +14,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from cli_helper import trusted_mnist_spec
+from cli_helper import trusted_mnist_spec, with_tiny_run_base
 from stnlab.config import compose_config
 from stnlab.data import sources
 
@@ -108,7 +108,7 @@ def make_cfg(fake_mnist: Path, tmp_path: Path) -> Iterator[Callable[..., DictCon
         small = ["data.val_size=100", "data.batch_size=32", "data.eval_batch_size=64"]
         return compose_run(
             "train",
-            [*small, "logger=csv", *overrides],
+            with_tiny_run_base([*small, "logger=csv", *overrides]),
             output_dir or tmp_path / "run",
             fake_mnist,
         )

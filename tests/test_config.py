@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from stnlab import loggers as config
+from stnlab.config import compose_config
 from stnlab.errors import ConfigError
 from stnlab.loggers import wandb_mode
 
@@ -79,3 +81,32 @@ def test_the_probe_timeout_must_be_positive_seconds(
     monkeypatch.setenv(config.PROBE_TIMEOUT_ENV, value)
     with pytest.raises(ConfigError, match="STNLAB_WANDB_PROBE_TIMEOUT"):
         wandb_mode()
+
+
+def test_the_quickstart_defaults(tmp_path: Path) -> None:
+    """`python src/train.py`: ST-CNN on cluttered MNIST, 5 epochs of the fast recipe."""
+    cfg = compose_config("train", [], output_dir=tmp_path, data_dir=tmp_path)
+    assert cfg.data.variant == "cluttered" and cfg.data.canvas_size == 60
+    assert cfg.model.net.transformer._target_ == "stnlab.models.SpatialTransformer"
+    assert cfg.trainer.max_epochs == 5 and "max_steps" not in cfg.trainer
+    assert cfg.model.optimizer._target_ == "torch.optim.AdamW"
+    assert (cfg.model.optimizer.lr, cfg.model.optimizer.weight_decay) == (0.01, 0.03)
+    assert cfg.model.scheduler._target_ == "stnlab.schedules.WarmupDecayLR"
+    assert cfg.model.scheduler_interval == "step"
+    assert (cfg.model.loc_lr_mult, cfg.model.label_smoothing) == (0.33, 0.05)
+    assert cfg.callbacks.transform_grid.every_n_epochs == 1
+
+
+def test_the_fast_schedule_is_its_epoch_recipe_counted_in_steps(tmp_path: Path) -> None:
+    def model_of(*overrides: str) -> dict:
+        cfg = compose_config("train", list(overrides), output_dir=tmp_path, data_dir=tmp_path)
+        return OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[return-value]
+
+    steps = model_of("experiment=stn_cnn_aff_rts", "schedule=fast", "budget=0.02")
+    epochs = model_of("experiment=stn_cnn_aff_rts", "schedule=fast_epochs")
+    assert steps["scheduler"].pop("total_steps") == 3000
+    assert epochs["scheduler"].pop("total_steps") == -1
+    assert steps == epochs
+    paper = model_of("experiment=stn_cnn_aff_rts", "budget=0.01")  # presets: the paper's
+    assert paper["optimizer"]["_target_"] == "torch.optim.SGD"
+    assert paper["scheduler"]["milestones"] == [500, 1000]

@@ -349,7 +349,7 @@ CLI_CASES = {
         "Error: hydra.run.dir=",
     ),
     "train-typo": (
-        ["src/train.py", "debug=fdr", "+data.distortion.max_angel=30"],
+        ["src/train.py", "debug=fdr", "data=rotated", "+data.distortion.max_angel=30"],
         "Did you mean data.distortion.max_angle?",
     ),
     "train-type": (

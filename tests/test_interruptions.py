@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helper import ROOT, cli_env, run_train
+from cli_helper import ROOT, cli_env, run_train, with_tiny_run_base
 from stnlab.checkpoints import read_checkpoint
 from stnlab.errors import RunFolderBusyError
 from stnlab.run_folder import LOCK_NAME, RunFolderLock
@@ -157,7 +157,7 @@ def test_a_second_process_on_a_held_run_folder_is_refused(
         [
             sys.executable,
             str(ROOT / "src" / "train.py"),
-            *TINY,
+            *with_tiny_run_base(TINY),
             "logger=csv",
             f"hydra.run.dir={run}",
             "+callbacks.pause._target_=cli_helper.PauseAtStep",

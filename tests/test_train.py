@@ -192,3 +192,22 @@ def test_same_seed_same_metrics_on_cpu(make_cfg: Callable[..., DictConfig], tmp_
     first, second = run("a", 7), run("b", 7)
     assert first == second  # every metric, bit for bit
     assert run("c", 8) != first  # the seed does matter
+
+
+def test_the_default_schedule_decays_over_the_epochs_the_run_has(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    """schedule=fast_epochs counts epochs: the warm-up/cosine spans the run's real steps."""
+    from stnlab.checkpoints import read_checkpoint
+
+    cfg = make_cfg("schedule=fast_epochs", "debug=limit", "trainer.max_epochs=2")
+    assert cfg.model.scheduler.total_steps == -1  # no step budget in the config
+    train(cfg)
+    ckpt = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    (state,) = ckpt["lr_schedulers"]
+    assert state["total_steps"] == 10  # 2 epochs × the 5 batches of debug=limit
+    assert state["warmup_steps"] == 3  # 30% of them
+    assert state["last_epoch"] == 10  # stepped once per optimiser step
+    groups = ckpt["optimizer_states"][0]["param_groups"]
+    assert [g["name"] for g in groups] == ["backbone", "transformer"]
+    assert groups[1]["initial_lr"] == pytest.approx(0.01 * 0.33)  # loc_lr_mult holds

@@ -126,7 +126,9 @@ class STNLitModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log("test/err", 100.0 * (1.0 - self.test_acc.compute()), sync_dist=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser over two parameter groups: ``backbone`` (everything but the
+        transformer) and ``transformer`` at ``lr × loc_lr_mult``."""
         loc = self.net.transformer
         loc_params = list(loc.parameters()) if loc is not None else []
         loc_ids = {id(p) for p in loc_params}
@@ -138,7 +140,10 @@ class STNLitModule(L.LightningModule):
                 raise ValueError("model.optimizer needs an explicit lr for loc_lr_mult to scale")
             lr = base_lr * self.hparams.loc_lr_mult
             groups.append({"params": loc_params, "lr": lr, "name": "transformer"})
-        optimizer = self.optimizer_factory(params=groups)
+        return self.optimizer_factory(params=groups)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.make_optimizer()
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         factory = self.scheduler_factory

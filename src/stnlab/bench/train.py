@@ -64,43 +64,42 @@ def compose_case(overrides: list[str], data_dir: str, output_dir: str) -> DictCo
 class WindowTimer(L.Callback):
     """Times windows of training batches inside ``Trainer.fit``; writes rates to a JSON file.
 
-    The time between two ``on_train_batch_start`` calls covers everything a training step
-    costs: forward, backward, optimiser, logging, callbacks, and fetching, moving and
-    distorting the next batch.
+    The time between two ``on_train_batch_start`` calls of the same epoch covers everything
+    a training step costs: forward, backward, optimiser, logging, callbacks, and fetching,
+    moving and distorting the next batch. The interval that spans an epoch's end
+    (validation, checkpoints, epoch-end callbacks) is left out, as the limit loop has none
+    of that: a window is ``window_batches`` within-epoch intervals, after ``warmup``.
     """
 
     def __init__(self, out_file: str, warmup: int, windows: int, window_batches: int) -> None:
         self.out_file, self.warmup = out_file, warmup
         self.windows, self.window_batches = windows, window_batches
-        self.stamps: list[float] = []
-        self.samples: list[int] = []
+        self.stamps: list[tuple[int, float, int]] = []  # (epoch, time, samples) per batch
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
         n = len(self.stamps)  # batches so far, over epochs (``i`` restarts every epoch)
         if n >= self.warmup and (n - self.warmup) % self.window_batches == 0:
             synchronize(pl_module.device)  # window boundaries only: GPU work stays queued
-        self.stamps.append(now())
-        self.samples.append(len(batch[1]) * trainer.world_size)
+        self.stamps.append((trainer.current_epoch, now(), len(batch[1]) * trainer.world_size))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        synchronize(pl_module.device)
-        self.stamps.append(now())
+        steps = [  # (seconds, samples) of each batch whose next batch is in the same epoch
+            (t1 - t0, samples)
+            for (e0, t0, samples), (e1, t1, _) in zip(self.stamps, self.stamps[1:], strict=False)
+            if e0 == e1
+        ][self.warmup :]
         rates = []
         for w in range(self.windows):
-            first = self.warmup + w * self.window_batches
-            last = first + self.window_batches
-            if last >= len(self.stamps):
+            window = steps[w * self.window_batches : (w + 1) * self.window_batches]
+            if len(window) < self.window_batches:
                 break
-            seconds = self.stamps[last] - self.stamps[first]
-            rates.append(sum(self.samples[first:last]) / seconds)
+            rates.append(sum(n for _, n in window) / sum(t for t, _ in window))
         Path(self.out_file).write_text(json.dumps(rates))
 
 
-def _train_step(
-    module: L.LightningModule, device: torch.device
-) -> Callable[[torch.Tensor, torch.Tensor], int]:
+def _train_step(module: Any, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], int]:
     net = module.net.to(device).train()
-    optimizer = module.configure_optimizers()["optimizer"]
+    optimizer = module.make_optimizer()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> int:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -151,6 +150,7 @@ def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -
 
     out = Path(tmp) / "rates.json"
     total = args.warmup + args.windows * wb + 1
+    total += total // 100 + 2  # room for the intervals left out at epoch ends
     with open_dict(cfg):
         cfg.test = False
         # Steps, not one epoch: a small model's windows outlast an epoch (214 batches
