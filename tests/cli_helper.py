@@ -70,9 +70,15 @@ defaults (cluttered, ``schedule=fast_epochs``) are tested in ``tests/test_config
 
 
 def with_tiny_run_base(overrides: Sequence[str]) -> list[str]:
-    """``overrides`` after :data:`TINY_RUN_BASE`'s choices of the groups they leave open."""
+    """``overrides`` after :data:`TINY_RUN_BASE`'s choices of the groups they leave open
+    (an ``experiment=`` preset chooses data and schedule itself); flags such as ``-m``
+    stay in front."""
     chosen = {o.lstrip("~+").split("=", 1)[0] for o in overrides if "=" in o}
-    return [b for b in TINY_RUN_BASE if b.split("=", 1)[0] not in chosen] + list(overrides)
+    if "experiment" in chosen:  # a preset chooses its own data and schedule
+        chosen |= {"data", "schedule"}
+    base = [b for b in TINY_RUN_BASE if b.split("=", 1)[0] not in chosen]
+    flags = [o for o in overrides if o.startswith("-")]  # -m, --cfg …: before the overrides
+    return flags + base + [o for o in overrides if not o.startswith("-")]
 
 
 def run_train(
