@@ -32,6 +32,7 @@ from stnlab.bench.data import PerSampleDigits, add_config_arguments, peer_transf
 from stnlab.bench.timing import WindowRates, endless, now, synchronize, timed_windows
 from stnlab.config import compose_config
 from stnlab.config_checks import instantiate_checked, validate_config
+from stnlab.module import STNLitModule
 
 CASES: dict[str, list[str]] = {
     "stn_cnn/rts": ["model=stn_cnn", "data=rts"],
@@ -97,7 +98,9 @@ class WindowTimer(L.Callback):
         Path(self.out_file).write_text(json.dumps(rates))
 
 
-def _train_step(module: Any, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], int]:
+def _train_step(
+    module: STNLitModule, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], int]:
     net = module.net.to(device).train()
     optimizer = module.make_optimizer()
 
@@ -154,8 +157,8 @@ def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -
     with open_dict(cfg):
         cfg.test = False
         # Steps, not one epoch: a small model's windows outlast an epoch (214 batches
-        # of rotated MNIST), and every window must be timed. Epoch ends (2 validation
-        # batches, epoch-end callbacks) fall inside some windows, as in real training.
+        # of rotated MNIST), and every window must be timed. WindowTimer leaves out the
+        # interval of each epoch end (2 validation batches, epoch-end callbacks).
         cfg.trainer.max_epochs = -1
         cfg.trainer.max_steps = total
         cfg.trainer.limit_val_batches = 2
