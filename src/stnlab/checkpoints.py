@@ -64,6 +64,8 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "stnlab.callbacks.TransformGridCallback",
         "stnlab.callbacks.CollapseDetector",
         "stnlab.callbacks.PoseRecoveryCallback",
+        "stnlab.callbacks.ErrorAnalysisCallback",
+        "stnlab.callbacks.LearningRates",
         "stnlab.schedules.WarmupDecayLR",
         "torch.optim.SGD",
         "torch.optim.AdamW",

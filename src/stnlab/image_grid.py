@@ -1,18 +1,21 @@
-"""Images tiled into one picture for people to look at: transform grids, prediction
-pictures, the sample gallery.
+"""Images tiled into one picture for people to look at: transform grids and their
+evolution over training, prediction pictures, the sample gallery, matplotlib figures.
 
 Tiling is torchvision's ``make_grid``. Pictures come out as ``uint8`` arrays
-``(H, W, 3)``: W&B stores a float image as an all-black PNG. Plain torch, no Lightning, so
-callbacks, inference and analysis can all draw with it.
+``(H, W, 3)``: W&B stores a float image as an all-black PNG, and :func:`check_picture` is
+the one check every logged picture passes. Plain torch, no Lightning, so callbacks,
+inference and analysis can all draw with it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 from torch import Tensor
 from torchvision.utils import make_grid
 
@@ -70,3 +73,87 @@ def side_by_side(
     bar = torch.ones(3, height, 4)
     picture = to_uint8(torch.cat((left, bar, right), dim=2))
     return picture.repeat(zoom, axis=0).repeat(zoom, axis=1) if zoom > 1 else picture
+
+
+def check_picture(image: np.ndarray, key: str) -> np.ndarray:
+    """``image`` if it is a loggable picture: ``uint8`` ``(H, W, 3)`` and not blank.
+
+    W&B stores float pixels as an all-black PNG and a one-colour picture shows nothing, so
+    every picture stnlab logs passes here first. Raises ``ValueError`` naming ``key``.
+
+    >>> check_picture(np.zeros((2, 2, 3), dtype=np.uint8), "grid")
+    Traceback (most recent call last):
+    ...
+    ValueError: picture 'grid' is blank: every pixel is (0, 0, 0)
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"picture {key!r} must be uint8 (H, W, 3), got {image.dtype} {tuple(image.shape)}"
+        )
+    if image.size == 0 or (image == image[0, 0]).all():
+        colour = tuple(int(c) for c in image[0, 0]) if image.size else ()
+        raise ValueError(f"picture {key!r} is blank: every pixel is {colour}")
+    return image
+
+
+def figure_pixels(figure: Any) -> np.ndarray:
+    """A matplotlib ``Figure`` drawn with the Agg backend → ``uint8`` ``(H, W, 3)``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def write_label(picture: np.ndarray, text: str, xy: tuple[int, int]) -> np.ndarray:
+    """``picture`` ``(H, W, 3)`` ``uint8`` with ``text`` written in white at pixel ``xy``
+    (left, top) in PIL's built-in font; a new array."""
+    image = Image.fromarray(picture)
+    ImageDraw.Draw(image).text(xy, text, fill=(255, 255, 255))
+    return np.asarray(image).copy()
+
+
+LABEL_HEIGHT = 14  # pixels of the text strip above an evolution picture's columns
+
+
+def evolution(
+    inputs: Tensor, frames: list[tuple[int, Tensor]], zoom: int = 1, max_columns: int = 12
+) -> np.ndarray:
+    """The same probes through the transformer at several epochs, as one picture.
+
+    ``inputs`` ``(N, C, H, W)`` and each frame's outputs ``(N, C, H', W')`` in ``[0, 1]``
+    (``frames`` are ``(epoch, outputs)`` in training order). One row per probe: the input,
+    then its transformed image at each epoch (the smaller of the two sizes enlarged by
+    nearest neighbour), under a strip naming the epochs. More frames
+    than ``max_columns`` are thinned evenly, keeping the first and the last. Returns
+    ``uint8`` ``(H_picture, W_picture, 3)``.
+
+    >>> frames = [(e, torch.rand(3, 1, 8, 8)) for e in (1, 2, 3)]
+    >>> evolution(torch.rand(3, 1, 8, 8), frames).shape  # 3 rows; input + 3 epochs
+    (46, 42, 3)
+    """
+    if not frames:
+        raise ValueError("an evolution picture needs at least one frame")
+    if len(frames) > max_columns:
+        picks = torch.linspace(0, len(frames) - 1, max_columns).round().long().unique()
+        frames = [frames[int(i)] for i in picks]
+    size = max(inputs.shape[-1], frames[0][1].shape[-1])  # the smaller side is enlarged
+
+    def fit(images: Tensor) -> Tensor:
+        images = images.detach().float().cpu().clamp(0, 1)
+        if images.shape[-1] == size:
+            return images
+        return F.interpolate(images, size=(size, size), mode="nearest")
+
+    columns = [fit(inputs)] + [fit(out) for _, out in frames]
+    cells = torch.stack(columns, dim=1).flatten(0, 1)  # (N · columns, C, S, S), row by row
+    grid = to_uint8(tile(cells, cols=len(columns)))
+    strip = np.zeros((LABEL_HEIGHT, grid.shape[1], 3), dtype=np.uint8)
+    picture = np.concatenate((strip, grid), axis=0)
+    if zoom > 1:
+        picture = picture.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    step = (size + PAD) * zoom
+    labels = ["input"] + [f"ep {epoch}" for epoch, _ in frames]
+    for i, label in enumerate(labels):
+        picture = write_label(picture, label, (PAD * zoom + i * step, 1))
+    return picture

@@ -7,6 +7,8 @@ and every logger's history across a resume.
   before any data or model work.
 * :func:`resume_wandb_id` / :func:`start_resumed_wandb`: a resumed run logs into its W&B
   run; :func:`close_wandb` finishes the run so the next job of a multirun gets its own.
+* :func:`log_final_hparams`: TensorBoard's HParams view compares a sweep's jobs by their
+  config and final metrics (``hp/*``).
 * :func:`keep_csv_history`: TensorBoard adds a new event file beside the old ones and W&B
   resumes the same run id (offline: a second ``offline-run-*`` folder that ``wandb sync``
   merges), but Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts;
@@ -192,6 +194,32 @@ def settle_wandb_mode(cfg: DictConfig) -> None:
     node = (cfg.get("logger") or {}).get("wandb")
     if node is not None and OmegaConf.is_interpolation(node, "mode"):
         wandb_mode(str(node.get("save_dir") or ""))
+
+
+HPARAM_METRICS = ("test/err", "test/acc", "val/acc_best", "val/pose/undone")
+"""The final metrics beside a run's config in TensorBoard's HParams view, as
+``hp/test_err`` …: their own tags, so the curves of ``test/err`` … keep one point each."""
+_NOT_HPARAMS = ("paths", "hydra", "callbacks", "logger")  # what is shown, not what is trained
+
+
+def log_final_hparams(loggers: list[Any], config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Give every TensorBoard logger the run's ``config`` (nested, as resolved) with its
+    final ``metrics`` (:data:`HPARAM_METRICS` that are present), for the HParams view.
+
+    TensorBoard keeps one HParams record per run, so it is written once, at the end
+    (``conf/logger/tensorboard.yaml`` turns Lightning's placeholder ``hp_metric`` off).
+    W&B shows the config and the final metrics (its run summary) without help.
+    """
+    final = {
+        f"hp/{key.replace('/', '_')}": float(metrics[key])
+        for key in HPARAM_METRICS
+        if isinstance(metrics.get(key), (int, float))
+    }
+    params = {k: v for k, v in config.items() if k not in _NOT_HPARAMS}
+    for logger in loggers:
+        if type(logger).__name__ == "TensorBoardLogger" and final:
+            logger.log_hyperparams(params, metrics=final)
+            logger.save()
 
 
 def keep_csv_history(loggers: list[Any], resume_step: int) -> None:

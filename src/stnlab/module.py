@@ -84,7 +84,8 @@ class STNLitModule(L.LightningModule):
         """``(B, C, H, W)`` in ``[0, 1]`` → logits ``(B, num_classes)``."""
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
+        """Loss and metrics of one batch; returns ``(loss, logits (B, num_classes))``."""
         x, y = batch
         logits = self(x)
         smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
@@ -95,12 +96,12 @@ class STNLitModule(L.LightningModule):
         acc.update(logits.detach(), y)
         if stage == "train":  # the step value for the progress bar and loggers
             self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
-            return loss  # train/acc is logged once per epoch (on_train_epoch_end)
+            return loss, logits  # train/acc is logged once per epoch (on_train_epoch_end)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         mean_loss = getattr(self, f"{stage}_loss")  # a sample-weighted mean over the set
         mean_loss.update(loss.detach(), weight=len(y))
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return loss, logits
 
     def on_train_epoch_end(self) -> None:
         if self.train_acc.update_called:
@@ -109,7 +110,7 @@ class STNLitModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         # A non-finite loss is caught by callbacks.health.NonFiniteLossGuard, off this path.
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -120,8 +121,9 @@ class STNLitModule(L.LightningModule):
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """The batch's logits ``(B, num_classes)``, for callbacks (the error analysis)."""
+        return self._step(batch, "test")[1].detach()
 
     def on_test_epoch_end(self) -> None:
         self.log("test/err", 100.0 * (1.0 - self.test_acc.compute()), sync_dist=True)

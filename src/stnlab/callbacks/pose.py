@@ -19,14 +19,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
-from PIL import Image
 from torch import Tensor
 
 from stnlab.callbacks.cadence import EveryNEpochs
+from stnlab.callbacks.pictures import publish_picture
 from stnlab.checks import check_range
 from stnlab.data.distortions import PoseRecord
 from stnlab.geometry import POSE_METRICS, box_corners, pose_statistics, similarity_fit
+from stnlab.image_grid import figure_pixels
 from stnlab.models import SpatialTransformer
 
 log = logging.getLogger(__name__)
@@ -113,13 +113,11 @@ def pose_scatter_image(
     Dots on the diagonal: the transformer left that pose as it was; on a horizontal line:
     it brought every digit to the same pose.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     angle_in, log_scale_in = (t[:max_points].numpy() for t in measurement.residual_pose("before"))
     angle_out, log_scale_out = (t[:max_points].numpy() for t in measurement.residual_pose("after"))
     figure = Figure(figsize=(9, 4.2), dpi=100, layout="constrained")
-    canvas = FigureCanvasAgg(figure)
     metrics = measurement.metrics
     panels = (
         (angle_in, angle_out, "angle (°)", "angle_std", "°", 10.0),
@@ -144,8 +142,7 @@ def pose_scatter_image(
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
     figure.suptitle(title)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    return figure_pixels(figure)
 
 
 class PoseRecoveryCallback(EveryNEpochs):
@@ -157,8 +154,8 @@ class PoseRecoveryCallback(EveryNEpochs):
     before/after standard deviations of angle, log-scale and shift (:data:`LOGGED`) are
     logged with the validation metrics to every logger. Every ``every_n_epochs`` epochs and
     after the last one (the transform grid's schedule), a scatter of applied against
-    residual angle and log-scale goes to ``<dirpath>/epoch_XXX.png`` and to every W&B logger
-    (``pose_scatter``).
+    residual angle and log-scale goes to ``<dirpath>/epoch_XXX.png`` and to every W&B and
+    TensorBoard logger (``pose_scatter``).
 
     Models without a transformer on the input image (none, or ``transformer_at=features``)
     and data without a pose record are not applicable: nothing is logged, and one info
@@ -183,7 +180,6 @@ class PoseRecoveryCallback(EveryNEpochs):
         check_range("callbacks.pose.max_points", max_points, integer=True, minimum=1)
         self.dirpath = Path(dirpath)
         self.max_points = max_points
-        self.written: list[Path] = []
         self._latest: tuple[int, PoseMeasurement] | None = None  # (global step, result)
         self._told = False
 
@@ -252,13 +248,6 @@ class PoseRecoveryCallback(EveryNEpochs):
         undone = measurement.metrics["undone"]
         title = f"epoch {epoch}: pose undone {undone:.3f} (validation digits)"
         image = pose_scatter_image(measurement, title, self.max_points)
-        self.dirpath.mkdir(parents=True, exist_ok=True)
         path = self.dirpath / f"epoch_{epoch:03d}.png"
-        Image.fromarray(image).save(path)
-        self.written.append(path)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(
-                    key="pose_scatter", images=[image], caption=[title], step=trainer.global_step
-                )
+        publish_picture(trainer, "pose_scatter", image, title, path)
         return True

@@ -1,17 +1,21 @@
-"""Log what the transformer does: a fixed probe batch, inputs beside their transformed images."""
+"""Log what the transformer does: a fixed probe batch, inputs beside their transformed
+images, every N epochs, and the same probes across all logged epochs (the evolution)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
+from torch import Tensor
 
 from stnlab.callbacks.cadence import EveryNEpochs
-from stnlab.image_grid import side_by_side
+from stnlab.callbacks.pictures import publish_picture
+from stnlab.image_grid import evolution, side_by_side, write_label
 
 log = logging.getLogger(__name__)
 
@@ -20,15 +24,22 @@ class TransformGridCallback(EveryNEpochs):
     """Every ``every_n_epochs`` (and after the last epoch) log a transform grid.
 
     The probe batch is the first ``num_probes`` fixed validation images, so every grid of a
-    run shows the same digits. Each grid goes to every W&B logger (``log_image``) and, for
-    any logger, to ``<dirpath>/epoch_XXX.png``. Models without a transformer are told once
-    and skipped.
+    run shows the same digits. Each grid goes to ``<dirpath>/epoch_XXX.png`` and to every
+    W&B and TensorBoard logger (``transform_grid``). After each grid the evolution is
+    redrawn: ``<dirpath>/evolution.png``, one row per probe (the first
+    ``evolution_probes``) with its transformed image at every logged epoch (at most 12
+    columns, evenly thinned), and ``<dirpath>/evolution.gif``, the grids one after another;
+    at the end of training both go to the loggers (``transform_evolution``; the GIF to W&B
+    only, as TensorBoard needs moviepy for animations). The frames are kept in the
+    checkpoint (``uint8``, a few kB per epoch), so a resumed run's evolution starts at its
+    first epoch. Models without a transformer are told once and skipped.
 
     Args:
         dirpath: folder for the PNG files (the run's ``transform_grids/`` by default config).
         every_n_epochs: log after every N-th training epoch (must be >= 1).
         num_probes: number of probe images (a square number fills the grid).
         upscale: integer zoom of the PNG for legibility.
+        evolution_probes: probes (rows) of the evolution picture.
     """
 
     def __init__(
@@ -37,14 +48,19 @@ class TransformGridCallback(EveryNEpochs):
         every_n_epochs: int = 5,
         num_probes: int = 16,
         upscale: int = 3,
+        evolution_probes: int = 8,
     ) -> None:
         super().__init__(every_n_epochs, "callbacks.transform_grid")
-        if num_probes < 1:
-            raise ValueError(f"callbacks.transform_grid.num_probes must be >= 1, got {num_probes}")
+        for name, value in (("num_probes", num_probes), ("evolution_probes", evolution_probes)):
+            if value < 1:
+                raise ValueError(f"callbacks.transform_grid.{name} must be >= 1, got {value}")
         self.dirpath = Path(dirpath)
         self.num_probes = num_probes
         self.upscale = upscale
+        self.evolution_probes = evolution_probes
         self._warned = False
+        self._inputs: Tensor | None = None  # uint8 (N, C, H, W) probes
+        self._frames: list[tuple[int, Tensor]] = []  # (epoch, uint8 transformed probes)
 
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> bool:
         """Render the probe batch through the transformer and log it as ``epoch``."""
@@ -70,21 +86,78 @@ class TransformGridCallback(EveryNEpochs):
             return False
         if trainer.global_rank != 0:
             return True
+        self._inputs = _to_bytes(inputs)
+        self._frames = [(e, f) for e, f in self._frames if e != epoch] + [
+            (epoch, _to_bytes(outputs))
+        ]
         image = side_by_side(inputs, outputs, zoom=self.upscale)  # uint8: W&B saves floats black
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(self.dirpath / f"epoch_{epoch:03d}.png")
         caption = f"epoch {epoch}: inputs (left) → transformed (right)"
+        publish_picture(trainer, "transform_grid", image, caption, self._path(f"epoch_{epoch:03d}"))
+        self._write_evolution()
+        return True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)  # the final grid, if not drawn yet
+        if trainer.global_rank != 0 or not self._frames or trainer.fast_dev_run:
+            return
+        picture = self._write_evolution()
+        epochs = [e for e, _ in self._frames]
+        caption = f"the probes at epochs {epochs[0]}–{epochs[-1]} (left: input)"
+        publish_picture(trainer, "transform_evolution", picture, caption, path=None)
+        gif = self.dirpath / "evolution.gif"
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(
-                    key="transform_grid",
-                    images=[image],
-                    caption=[caption],
-                    step=trainer.global_step,
+                import wandb
+
+                video = wandb.Video(str(gif), format="gif", caption=caption)
+                logger.experiment.log({"transform_evolution_gif": video})
+
+    def _path(self, name: str) -> Path:
+        return self.dirpath / f"{name}.png"
+
+    def _write_evolution(self) -> Any:
+        """Write ``evolution.png`` and ``evolution.gif`` from the frames; the picture."""
+        assert self._inputs is not None
+        inputs = self._inputs.float() / 255
+        probes = min(self.evolution_probes, len(inputs))
+        frames = [(e, f[:probes].float() / 255) for e, f in self._frames]
+        picture = evolution(inputs[:probes], frames, zoom=max(1, self.upscale - 1))
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(picture).save(self._path("evolution"))
+        gif = [
+            Image.fromarray(
+                write_label(
+                    side_by_side(inputs, f.float() / 255, zoom=self.upscale), f"epoch {e}", (4, 2)
                 )
-        return True
+            )
+            for e, f in self._frames
+        ]
+        gif[0].save(
+            self.dirpath / "evolution.gif",
+            save_all=True,
+            append_images=gif[1:],
+            duration=700,
+            loop=0,
+        )
+        return picture
+
+    def state_dict(self) -> dict[str, Any]:
+        """The probes and their transformed images so far (``uint8``), for a resumed run."""
+        if self._inputs is None:
+            return {}
+        return {"inputs": self._inputs, "frames": [[e, f] for e, f in self._frames]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("inputs") is not None:
+            self._inputs = state_dict["inputs"]
+            self._frames = [(int(e), f) for e, f in state_dict.get("frames", [])]
 
     def _warn_once(self, message: str) -> None:
         if not self._warned:
             log.warning("TransformGridCallback: %s", message)
             self._warned = True
+
+
+def _to_bytes(images: Tensor) -> Tensor:
+    """``(N, C, H, W)`` in ``[0, 1]`` → ``uint8`` on the CPU (a quarter of the memory)."""
+    return (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)

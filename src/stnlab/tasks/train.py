@@ -20,6 +20,7 @@ from stnlab.config_checks import instantiate_checked, instantiate_dict, validate
 from stnlab.launching import ddp_job_scope, install_ddp_relaunch, job_context, tag_sweep_job
 from stnlab.loggers import (
     keep_csv_history,
+    log_final_hparams,
     resume_wandb_run,
     settle_wandb_mode,
     start_resumed_wandb,
@@ -108,6 +109,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if ckpt:
             metrics["test_ckpt"] = ckpt  # type: ignore[assignment]
     if trainer.is_global_zero:  # one file per run, whatever the number of processes
+        log_final_hparams(trainer.loggers, model.run_config, metrics)
         text = json.dumps(metrics, indent=2, sort_keys=True)
         (output_dir / "metrics.json").write_text(text)
         (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run passed
