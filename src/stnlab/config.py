@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab.errors import ConfigError
+from stnlab.progress import on_terminal
 
 CONF_ENV = "STNLAB_CONF_DIR"
 
@@ -85,6 +86,7 @@ def register_resolvers() -> None:
 
     resolvers = {
         "wandb_mode": wandb_mode,  # ${wandb_mode:${.save_dir}}
+        "on_terminal": on_terminal,  # ${on_terminal:stdout}: a bar there would be drawn
         "floordiv": lambda a, b: int(a) // int(b),  # ${floordiv:${data.canvas_size},2}
         "mul": lambda a, b: int(a) * int(b),
         # ${fraction_of:${trainer.max_epochs},0.6}: an epoch count at 60% of training (>= 1)

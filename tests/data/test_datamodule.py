@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,31 @@ def test_bad_settings_are_clear_errors(fake_mnist: Path) -> None:
     dm = DigitsDataModule(root=str(fake_mnist), val_size=10_000)
     with pytest.raises(ValueError, match="val_size=10000"):
         dm.setup("fit")
+
+
+def test_rendering_the_fixed_sets_counts_every_image_on_rank_0_only(
+    fake_mnist: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stnlab.data import datamodule
+
+    opened = []
+    real = datamodule.progress_bar
+
+    @contextlib.contextmanager
+    def recording(description: str, total: float | None, **kwargs: object) -> Iterator:
+        with real(description, total, **kwargs) as bar:  # type: ignore[arg-type]
+            opened.append((description, kwargs.get("enabled"), bar))
+            yield bar
+
+    monkeypatch.setattr(datamodule, "progress_bar", recording)
+    dm = _dm(fake_mnist, variant="rotated")
+    counts = [(d, enabled, bar.completed, bar.total) for d, enabled, bar in opened]
+    n_val, n_test = len(dm.fixed_set("val")[1]), len(dm.fixed_set("test")[1])
+    assert counts == [
+        ("rendering the rotated validation set", True, n_val, n_val),
+        ("rendering the rotated test set", True, n_test, n_test),
+    ]
+    monkeypatch.setattr(DigitsDataModule, "_rank_info", lambda self: (1, 2))
+    opened.clear()
+    _dm(fake_mnist)
+    assert [enabled for _, enabled, _ in opened] == [False, False]

@@ -6,13 +6,16 @@ Everything runs on small IDX files the tests write; "mirrors" are file:// folder
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
 import io
+import os
+import pickle
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -239,20 +242,24 @@ def test_a_download_broken_half_way_leaves_nothing_a_later_run_would_trust(
     raw = root / "MNIST" / "raw"
     assert list(raw.iterdir()) == []  # no partial file, no temporary file
 
-    # Interrupted while writing the unpacked file (Ctrl-C, a full disk): same outcome.
+    # Interrupted while unpacking into the temporary file (Ctrl-C, a full disk): same outcome.
     for key, data in files.items():
         (mirror / f"{NAMES[key]}.gz").write_bytes(gzip.compress(data, mtime=0))
-    real_write = Path.write_bytes
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 1000)
+    real_read = gzip.GzipFile.read
+    reads = []
 
-    def write_half(self: Path, data: bytes) -> int:
-        real_write(self, data[: len(data) // 2])
-        raise KeyboardInterrupt
+    def interrupted_read(self: gzip.GzipFile, size: int = -1) -> bytes:
+        reads.append(size)
+        if len(reads) == 3:
+            raise KeyboardInterrupt
+        return real_read(self, size)
 
-    monkeypatch.setattr(Path, "write_bytes", write_half)
+    monkeypatch.setattr(gzip.GzipFile, "read", interrupted_read)
     with pytest.raises(KeyboardInterrupt):
         sources.ensure_dataset(root, "mnist")
     assert list(raw.iterdir()) == []
-    monkeypatch.setattr(Path, "write_bytes", real_write)
+    monkeypatch.setattr(gzip.GzipFile, "read", real_read)
     paths = sources.ensure_dataset(root, "mnist")  # the next run fetches and verifies afresh
     assert paths["train_images"].read_bytes() == files["train_images"]
 
@@ -286,3 +293,183 @@ def test_data_folder_that_is_a_file(tmp_path: Path, files: dict[str, bytes]) -> 
         ):
             sources.ensure_dataset(tmp_path / "data", "mnist", allow_fetch=allow_fetch)
     assert (tmp_path / "data").read_text() == "not a folder"
+
+
+class ChunkedResponse:
+    """An HTTP response serving ``data`` to ``read(size)``; a ``read()`` of everything at
+    once fails the test. ``on_read`` is called before each read with the bytes served."""
+
+    def __init__(self, data: bytes, on_read: Callable[[int], None] = lambda served: None):
+        self.data, self.served, self.sizes, self.on_read = data, 0, [], on_read
+        self.headers = {"Content-Length": str(len(data))}
+
+    def read(self, size: int = -1) -> bytes:
+        assert size is not None and size > 0, "read() without a size holds it all in memory"
+        self.on_read(self.served)
+        self.sizes.append(size)
+        chunk = self.data[self.served : self.served + size]
+        self.served += len(chunk)
+        return chunk
+
+    def __enter__(self) -> ChunkedResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _serve(monkeypatch: pytest.MonkeyPatch, routes: dict[str, ChunkedResponse]) -> list[str]:
+    """Answer ``urlopen(url)`` from ``routes``; return the URLs asked for."""
+    asked: list[str] = []
+
+    def urlopen(url: str, timeout: float) -> ChunkedResponse:
+        asked.append(url)
+        return routes[url]
+
+    monkeypatch.setattr(sources.urllib.request, "urlopen", urlopen)
+    return asked
+
+
+@contextlib.contextmanager
+def _recording_bars(monkeypatch: pytest.MonkeyPatch) -> Iterator[list]:
+    """Record ``(description, bar)`` of every progress bar sources.py opens."""
+    opened: list = []
+    real = sources.progress_bar
+
+    @contextlib.contextmanager
+    def recording(description: str, total: float | None, **kwargs: object) -> Iterator:
+        with real(description, total, **kwargs) as bar:  # type: ignore[arg-type]
+            opened.append((description, kwargs.get("enabled", True), bar))
+            yield bar
+
+    monkeypatch.setattr(sources, "progress_bar", recording)
+    yield opened
+
+
+def _temp_growth(folder: Path, pattern: str, seen: list[int]) -> Callable[[int], None]:
+    """An ``on_read`` that records how many bytes the temporary file holds at each read."""
+
+    def check(served: int) -> None:
+        temps = list(folder.glob(pattern))
+        seen.append(temps[0].stat().st_size if temps else -1)
+        assert not temps or temps[0].stat().st_size == served  # what arrived is on disk
+
+    return check
+
+
+def test_a_mirror_download_streams_in_chunks_to_the_temporary_file(
+    tmp_path: Path,
+    files: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    for name in ("TTY_COMPATIBLE", "FORCE_COLOR", "STNLAB_PROGRESS"):
+        monkeypatch.delenv(name, raising=False)  # pytest's stderr: not a terminal
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 1000)
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    packed = {key: gzip.compress(data, mtime=0) for key, data in files.items()}
+    name = NAMES["train_images"]
+    sizes: list[int] = []
+    routes = {
+        f"https://mirror.test/{NAMES[key]}.gz": ChunkedResponse(
+            blob,
+            _temp_growth(raw, f".{name}.gz.part-{os.getpid()}", sizes)
+            if key == "train_images"
+            else (lambda served: None),
+        )
+        for key, blob in packed.items()
+    }
+    asked = _serve(monkeypatch, routes)
+    _use(monkeypatch, _spec(files, mirrors=("https://mirror.test/",)))
+    with _recording_bars(monkeypatch) as bars:
+        paths = sources.ensure_dataset(tmp_path / "root", "mnist")
+    assert sorted(asked) == sorted(routes)
+    assert all(paths[key].read_bytes() == data for key, data in files.items())
+    assert _leftovers(raw) == []
+    big = routes[f"https://mirror.test/{name}.gz"]
+    n_chunks = -(-len(packed["train_images"]) // 1000)
+    assert n_chunks >= 3 and big.sizes == [1000] * (n_chunks + 1)  # the last read: b""
+    assert sizes[1:] == [1000 * i for i in range(1, n_chunks)] + [len(packed["train_images"])]
+    # one bar per file, counted in bytes to the announced size; not drawn off a terminal
+    by_name = {description: bar for description, _, bar in bars if description}
+    assert (
+        by_name[f"{name}.gz"].total
+        == by_name[f"{name}.gz"].completed
+        == len(packed["train_images"])
+    )
+    assert capsys.readouterr().err == ""
+
+
+def test_the_download_bar_advances_to_the_total_on_a_terminal(
+    tmp_path: Path,
+    files: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.delenv("STNLAB_PROGRESS", raising=False)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 1000)
+    packed = {key: gzip.compress(data, mtime=0) for key, data in files.items()}
+    _serve(
+        monkeypatch,
+        {f"https://mirror.test/{NAMES[k]}.gz": ChunkedResponse(b) for k, b in packed.items()},
+    )
+    _use(monkeypatch, _spec(files, mirrors=("https://mirror.test/",)))
+    sources.ensure_dataset(tmp_path / "root", "mnist")
+    err = capsys.readouterr().err
+    size = len(packed["train_images"]) / 1000
+    assert f"{NAMES['train_images']}.gz" in err and f"{size:.1f}/{size:.1f} kB" in err
+
+
+def _cifar_archive() -> tuple[bytes, dict[str, str]]:
+    """A small cifar-10-python.tar.gz (four noise images per batch) and its batches' md5s."""
+    buffer = io.BytesIO()
+    md5s = {}
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for i, name in enumerate(sources.CIFAR10_FILES):
+            noise = np.random.default_rng(i).integers(0, 256, (4, 3072), dtype=np.uint8)
+            batch = pickle.dumps({b"data": noise, b"labels": [i % 10] * 4})
+            md5s[name] = hashlib.md5(batch).hexdigest()
+            info = tarfile.TarInfo(f"{sources.CIFAR10_FOLDER}/{name}")
+            info.size = len(batch)
+            tar.addfile(info, io.BytesIO(batch))
+    return buffer.getvalue(), md5s
+
+
+def test_the_cifar10_archive_streams_to_a_temporary_file_then_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, md5s = _cifar_archive()
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(sources, "CIFAR10_FILES", md5s)
+    monkeypatch.setattr(sources, "CIFAR10_TGZ_MD5", hashlib.md5(archive).hexdigest())
+    folder = tmp_path / "root" / sources.CIFAR10_FOLDER
+    sizes: list[int] = []
+    response = ChunkedResponse(
+        archive, _temp_growth(folder, ".cifar-10-python.tar.gz.part-*", sizes)
+    )
+    _serve(monkeypatch, {sources.CIFAR10_URL: response})
+    with _recording_bars(monkeypatch) as bars:
+        paths = sources.ensure_dataset(tmp_path / "root", "cifar10")
+    n_chunks = -(-len(archive) // 1000)
+    assert n_chunks >= 2 and response.sizes == [1000] * (n_chunks + 1)
+    assert sizes[1:] == [1000 * i for i in range(1, n_chunks)] + [len(archive)]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(md5s)  # the archive is gone
+    assert all(sources._md5(paths[name]) == md5 for name, md5 in md5s.items())
+    download = [bar for description, _, bar in bars if description.startswith("cifar-10")]
+    assert [(bar.completed, bar.total) for bar in download] == [(len(archive), len(archive))]
+    images, labels = sources.load_split(tmp_path / "root", "cifar10", "test")
+    assert images.shape == (4, 3, 32, 32) and labels.tolist() == [5] * 4
+
+
+def test_a_cifar10_archive_with_the_wrong_md5_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive, md5s = _cifar_archive()
+    monkeypatch.setattr(sources, "CIFAR10_FILES", md5s)
+    _serve(monkeypatch, {sources.CIFAR10_URL: ChunkedResponse(archive)})
+    with pytest.raises(DataSourceError, match="has the wrong md5"):
+        sources.ensure_dataset(tmp_path / "root", "cifar10")
+    assert list((tmp_path / "root" / sources.CIFAR10_FOLDER).iterdir()) == []

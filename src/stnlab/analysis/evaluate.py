@@ -40,6 +40,7 @@ from stnlab.config import compose_config, data_variants
 from stnlab.data.distortions import PoseRecord
 from stnlab.data.sources import DATASETS
 from stnlab.errors import ConfigError
+from stnlab.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def evaluate_checkpoint(
     if transformer is None:
         log.info("pose columns left empty: the model has no spatial transformer on its input")
     rows = []
-    for name, data_config, is_own in jobs:
+    for name, data_config, is_own in track(jobs, "eval: variants"):
         images, labels, pose = fixed_test_set(data_config, allow_fetch=allow_fetch)
         inputs = resize_to_input(images, canvas)
         predicted = predict_labels(net, inputs, canvas, batch_size, device)

@@ -20,6 +20,7 @@ from stnlab.analysis import paper
 from stnlab.analysis.tables import write_csv
 from stnlab.checkpoints import read_yaml_data
 from stnlab.errors import ConfigError
+from stnlab.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -268,11 +269,12 @@ def is_training_run(folder: Path) -> bool:
 def build_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = "") -> list[dict]:
     """Find the runs under ``paths``, aggregate them per cell and write the three files.
 
-    Folders of other tasks found below ``paths`` (eval, robustness, …) are skipped.
+    Folders of other tasks found below ``paths`` (eval, robustness, …) are skipped. A bar
+    on a terminal counts the folders read.
     """
     paths = list(paths)
     folders = find_runs(paths)
-    runs = [read_run(f) for f in folders if is_training_run(f)]
+    runs = [read_run(f) for f in track(folders, "report: reading runs") if is_training_run(f)]
     skipped = len(folders) - len(runs)
     if skipped:
         log.warning("skipped %d folder(s) that are not training runs", skipped)

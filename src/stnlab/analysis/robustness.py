@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from stnlab.analysis.tables import write_csv
 from stnlab.geometry import AffineTransform, placement_theta, warp
+from stnlab.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def robustness_curve(
     """
     directions = shift_directions(len(digits), seed)
     rows = []
-    for value in values:
+    for value in track(values, f"{factor}: values"):
         errors = 0
         for start in range(0, len(digits), batch_size):
             part = slice(start, start + batch_size)
@@ -160,18 +161,20 @@ def curves_for_models(
     device: torch.device | str = "cpu",
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Rows for every ``label → (net, canvas_size)`` and every ``factor → values``."""
+    """Rows for every ``label → (net, canvas_size)`` and every ``factor → values``; a bar
+    on a terminal counts the curves."""
     rows = []
-    for label, (net, canvas) in models.items():
-        for factor, values in grids.items():
-            curve = robustness_curve(
-                net, digits, labels, factor, values, canvas, batch_size, device, seed
-            )
-            rows.extend({**row, "model": label} for row in curve)
-            log.info(
-                "%s, %s: error %s %%",
-                label,
-                factor,
-                " ".join(f"{r['error_pct']:.1f}" for r in curve),
-            )
+    curves = [(label, factor) for label in models for factor in grids]
+    for label, factor in track(curves, "robustness: curves"):
+        net, canvas = models[label]
+        curve = robustness_curve(
+            net, digits, labels, factor, grids[factor], canvas, batch_size, device, seed
+        )
+        rows.extend({**row, "model": label} for row in curve)
+        log.info(
+            "%s, %s: error %s %%",
+            label,
+            factor,
+            " ".join(f"{r['error_pct']:.1f}" for r in curve),
+        )
     return rows

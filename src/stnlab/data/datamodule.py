@@ -26,6 +26,7 @@ from stnlab.checks import check_batch_split, check_range
 from stnlab.data.distortions import Distortion, NoDistortion, PoseRecord
 from stnlab.data.sources import DATASETS, ensure_dataset, load_split
 from stnlab.errors import ConfigError
+from stnlab.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -224,26 +225,34 @@ class DigitsDataModule(L.LightningDataModule):
             train_idx, val_idx = order[self.val_size :], order[: self.val_size]
             self.train_set = TensorBatches(images[train_idx], labels[train_idx])
             val_images, val_labels = images[val_idx], labels[val_idx]
-            self.val_set, self.val_pose = self._render_fixed(val_images, val_labels, self.eval_seed)
+            self.val_set, self.val_pose = self._render_fixed(
+                val_images, val_labels, self.eval_seed, "validation"
+            )
         if stage in (None, "test", "predict") and self.test_set is None:
             images, labels = self._load("test")
-            self.test_set, self.test_pose = self._render_fixed(images, labels, self.eval_seed + 1)
+            self.test_set, self.test_pose = self._render_fixed(
+                images, labels, self.eval_seed + 1, "test"
+            )
 
     def _render_fixed(
-        self, images: Tensor, labels: Tensor, seed: int
+        self, images: Tensor, labels: Tensor, seed: int, split: str
     ) -> tuple[TensorBatches, PoseRecord | None]:
         """Render every image once with parameters drawn for its index from ``seed``; the
-        pose record of those parameters (``None`` for a distortion that keeps none)."""
+        pose record of those parameters (``None`` for a distortion that keeps none). A bar
+        (rank 0, on a terminal) counts the rendered images of ``split``."""
         gen = torch.Generator().manual_seed(seed)
         params = self.distortion.sample(len(images), gen, torch.device("cpu"))
         pool = to_float(images)  # clutter sources index the whole set
         chunks, poses = [], []
-        for start in range(0, len(images), 2048):
-            part = {k: v[start : start + 2048] for k, v in params.items()}
-            digits = pool[start : start + 2048]
-            chunks.append(self.distortion.render(digits, part, pool=pool))
-            with contextlib.suppress(NotImplementedError):
-                poses.append(self.distortion.pose_record(part, len(digits)))
+        description = f"rendering the {self.variant or self.source} {split} set"
+        with progress_bar(description, len(images), enabled=self._rank_info()[0] == 0) as bar:
+            for start in range(0, len(images), 2048):
+                part = {k: v[start : start + 2048] for k, v in params.items()}
+                digits = pool[start : start + 2048]
+                chunks.append(self.distortion.render(digits, part, pool=pool))
+                with contextlib.suppress(NotImplementedError):
+                    poses.append(self.distortion.pose_record(part, len(digits)))
+                bar.advance(len(digits))
         pose = PoseRecord.cat(poses) if len(poses) == len(chunks) and poses else None
         return TensorBatches(torch.cat(chunks), labels), pose
 

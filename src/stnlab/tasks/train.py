@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,6 +40,23 @@ def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | No
     if not best:
         log.warning("no best checkpoint was saved; testing the current weights")
     return best or None
+
+
+def terminal_display(trainer_cfg: DictConfig) -> list[L.Callback]:
+    """Lightning's rich progress bar and model summary, where ``trainer_cfg`` enables them.
+
+    Lightning 2.6 picks these itself when rich is installed, earlier releases TQDM and a
+    logged summary: naming them keeps one display on every Lightning that stnlab allows.
+    Rich rather than TQDM because redirected to a file TQDM writes every update ("\\r" and
+    cursor-up codes) while rich writes plain text; ``enable_progress_bar`` is true only on a
+    terminal (``conf/trainer/default.yaml``), so a log file gets no bar at all.
+    """
+    display: list[L.Callback] = []
+    if trainer_cfg.get("enable_progress_bar", True):
+        display.append(RichProgressBar())
+    if trainer_cfg.get("enable_model_summary", True):
+        display.append(RichModelSummary())
+    return display
 
 
 @task(resumable=True)
@@ -80,6 +98,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         *instantiate_dict(cfg.get("callbacks"), "callbacks"),
         NonFiniteLossGuard(),
         bookkeeping,
+        *terminal_display(cfg.trainer),
     ]
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     if resumed_wandb:
