@@ -1,4 +1,4 @@
-"""Export a checkpoint: ``python src/export.py ckpt_path=… format=torchscript|onnx|pt2``."""
+"""Export a checkpoint: ``python src/export.py ckpt_path=… format=pt2|onnx|torchscript``."""
 
 from __future__ import annotations
 

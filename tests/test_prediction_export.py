@@ -1,4 +1,5 @@
-"""Predict on PNG/JPEG files and export (TorchScript, ONNX): the LightningModule's answers."""
+"""Predict on PNG/JPEG files and export (torch.export, ONNX, TorchScript): the
+LightningModule's answers."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from PIL import Image
 
 from cli_helper import run_train
 from stnlab.checkpoints import read_checkpoint
-from stnlab.errors import ConfigError
-from stnlab.export import export_checkpoint
+from stnlab.config import compose_config
+from stnlab.errors import CheckpointError, ConfigError
+from stnlab.export import EXPORTERS, MIN_TORCH, export_checkpoint, torch_release
 from stnlab.prediction import (
     ink_span,
     load_image,
@@ -183,7 +185,7 @@ def test_blank_and_uniform_images_get_no_class(
     assert grey.max() > 0.4 and float(ink_span(grey[None], 28)[0]) == 0.0
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "pt2"])
+@pytest.mark.parametrize("fmt", ["pt2", "onnx", "torchscript"])
 def test_export_gives_the_lightning_module_logits(fmt: str, trained: Path, tmp_path: Path) -> None:
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
@@ -206,6 +208,41 @@ def test_export_gives_the_lightning_module_logits(fmt: str, trained: Path, tmp_p
     assert torch.equal(got.argmax(1), want.argmax(1))
     with pytest.raises(ConfigError, match="format='tflite' is unknown"):
         export_checkpoint(trained, "tflite", tmp_path)
+
+
+def test_export_defaults_to_pt2_and_keeps_every_format() -> None:
+    assert compose_config("export").format == "pt2"
+    assert list(EXPORTERS) == ["pt2", "onnx", "torchscript"]
+
+
+def test_torch_release_reads_local_and_dev_versions() -> None:
+    assert torch_release("2.5.1+cpu") == (2, 5)
+    assert torch_release("2.14.0.dev20260101+cu130") == (2, 14)
+    assert torch_release(torch.__version__) >= (2, 4)
+    with pytest.raises(ValueError, match="cannot read a torch version"):
+        torch_release("unknown")
+
+
+def test_onnx_on_too_old_a_torch_says_which_versions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The version gate runs before the checkpoint is read: one line naming both versions."""
+    assert MIN_TORCH["onnx"] == (2, 6)
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    with pytest.raises(ConfigError) as caught:
+        export_checkpoint(tmp_path / "never_read.ckpt", "onnx", tmp_path)
+    message = str(caught.value)
+    assert "format=onnx needs torch>=2.6, but torch 2.5.1+cpu is installed" in message
+    assert "\n" not in message and "format=pt2" in message
+    # pt2 and torchscript need nothing beyond the package's floor: the gate lets them by
+    # (the missing checkpoint is what stops them here)
+    for fmt in ("pt2", "torchscript"):
+        with pytest.raises(CheckpointError, match=r"never_read\.ckpt") as other:
+            export_checkpoint(tmp_path / "never_read.ckpt", fmt, tmp_path)
+        assert "needs torch" not in str(other.value)
+    monkeypatch.setattr(torch, "__version__", "2.6.0")
+    with pytest.raises(CheckpointError, match=r"never_read\.ckpt"):  # past the gate
+        export_checkpoint(tmp_path / "never_read.ckpt", "onnx", tmp_path)
 
 
 def test_cli_eval_predict_export(trained: Path, fake_mnist: Path, tmp_path: Path) -> None:
@@ -238,7 +275,7 @@ def test_cli_eval_predict_export(trained: Path, fake_mnist: Path, tmp_path: Path
             assert "1 of 4 images have no ink" in done.stderr
     assert len((tmp_path / "eval.py" / "results.csv").read_text().splitlines()) == 5
     assert (tmp_path / "predict.py" / "predictions.csv").is_file()
-    assert (tmp_path / "export.py" / "model.pt").is_file()
+    assert (tmp_path / "export.py" / "model.pt2").is_file()  # the default format: pt2
     bad = run_train(
         fake_mnist, "ckpt_path=nope.ckpt", f"hydra.run.dir={tmp_path / 'bad'}", script="eval.py"
     )

@@ -85,6 +85,7 @@ def test_grid_sweep_2x2_runs_every_job_with_its_own_grouped_wandb_run(
 def test_optuna_search_resumes_from_sqlite_and_survives_failed_trials(
     fake_mnist_root: Path, tmp_path: Path
 ) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # pip install -e ".[sweep]"
     optuna = pytest.importorskip("optuna")
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     common = [

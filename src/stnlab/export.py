@@ -1,12 +1,14 @@
 """A checkpoint's network exported for use without stnlab: ``src/export.py``.
 
-:func:`export_torchscript` / :func:`export_onnx` / :func:`export_program` write the
-network (transformer included) as a TorchScript, ONNX or ``torch.export`` file and check
-that it reproduces the logits; :func:`export_checkpoint` does it for a checkpoint.
+:func:`export_program` / :func:`export_onnx` / :func:`export_torchscript` write the
+network (transformer included) as a ``torch.export`` (the default, ``pt2``), ONNX or
+TorchScript file (deprecated in recent torch) and check that it reproduces the logits;
+:func:`export_checkpoint` does it for a checkpoint.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,10 @@ def _check_same(net: nn.Module, exported: Any, example: Tensor, what: str) -> fl
 
 def export_torchscript(net: nn.Module, example: Tensor, path: str | Path) -> float:
     """Trace ``net`` on ``example`` ``(B, C, S, S)`` into ``path``; return the largest
-    logit difference to the eager network on a fresh batch (must be ≤ 1e-4)."""
+    logit difference to the eager network on a fresh batch (must be ≤ 1e-4).
+
+    TorchScript is deprecated in recent torch releases; :func:`export_program` is the default.
+    """
     net = net.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on shape checks; checked below
@@ -92,23 +97,52 @@ def export_program(net: nn.Module, example: Tensor, path: str | Path) -> float:
 
 
 EXPORTERS = {
-    "torchscript": (export_torchscript, ".pt"),
-    "onnx": (export_onnx, ".onnx"),
     "pt2": (export_program, ".pt2"),
+    "onnx": (export_onnx, ".onnx"),
+    "torchscript": (export_torchscript, ".pt"),
 }
+
+# The oldest torch each format works with, where that is newer than the package's floor
+# (pyproject: torch>=2.4, which has torch.export's Dim, save and load, and torch.jit.trace).
+# format=onnx calls torch.onnx.export(dynamo=True, dynamic_shapes=…, external_data=…): the
+# torch.export-based exporter, previewed in torch 2.5 and documented from 2.6 on.
+MIN_TORCH = {"onnx": (2, 6)}
+
+
+def torch_release(version: str) -> tuple[int, int]:
+    """``(major, minor)`` of a torch version string: ``"2.5.1+cpu"`` → ``(2, 5)``."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if not match:
+        raise ValueError(f"cannot read a torch version from {version!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def check_torch_supports(fmt: str) -> None:
+    """Raise :class:`ConfigError` (one line) when the installed torch is older than
+    ``fmt`` needs, naming both versions."""
+    need = MIN_TORCH.get(fmt)
+    if need is None or torch_release(torch.__version__) >= need:
+        return
+    wanted = ".".join(map(str, need))
+    raise ConfigError(
+        f"format={fmt} needs torch>={wanted}, but torch {torch.__version__} is installed: "
+        f"pip install 'torch>={wanted}' (or pip install -e \".[export]\"), "
+        f"or use format=pt2"
+    )
 
 
 def export_checkpoint(
     ckpt_path: str | Path, fmt: str, out_dir: str | Path, output: str | Path | None = None
 ) -> tuple[Path, float]:
-    """Export a checkpoint's network as ``fmt`` (``torchscript`` | ``onnx`` | ``pt2``).
+    """Export a checkpoint's network as ``fmt`` (``pt2`` | ``onnx`` | ``torchscript``).
 
-    The file goes to ``output`` or ``<out_dir>/model.<pt|onnx|pt2>``; returns it and the largest
+    The file goes to ``output`` or ``<out_dir>/model.<pt2|onnx|pt>``; returns it and the largest
     logit difference to the eager network. The exported model takes ``(B, C, S, S)``
     images in ``[0, 1]`` (normalisation is inside) and returns logits ``(B, K)``.
     """
     if fmt not in EXPORTERS:
         raise ConfigError(f"format={fmt!r} is unknown; valid: {list(EXPORTERS)}")
+    check_torch_supports(fmt)
     exporter, suffix = EXPORTERS[fmt]
     net, config = load_checkpoint_net(ckpt_path)
     data = config["data"]

@@ -1,4 +1,4 @@
-"""The export task: ``python src/export.py ckpt_path=… format=torchscript|onnx|pt2``."""
+"""The export task: ``python src/export.py ckpt_path=… format=pt2|onnx|torchscript``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def check_output(output: str, fmt: str) -> None:
     """``output=`` names a file in a folder that can be written (checked before the export)."""
     target = Path(output)
-    suffix = EXPORTERS[fmt][1] if fmt in EXPORTERS else ".pt"
+    suffix = EXPORTERS[fmt][1] if fmt in EXPORTERS else ".pt2"
     if target.is_dir():
         raise ConfigError(
             f"output={output} is a folder; name the file to write, "
