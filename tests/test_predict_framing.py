@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image, ImageDraw
 
-from cli_helper import trusted_mnist_spec, with_tiny_run_base
-from conftest import write_idx
+from cli_helper import trusted_mnist_spec, write_mnist_raw
 from stnlab.checkpoints import load_checkpoint_net, read_checkpoint
 from stnlab.config import compose_config
 from stnlab.data import sources
@@ -164,22 +162,18 @@ def training_glyphs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def glyph_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def glyph_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CNN checkpoint trained (a few seconds of CPU) on MNIST-framed glyphs, written as
     MNIST's IDX files so that ``src/train.py``'s own pipeline trains it."""
-    root = tmp_path_factory.mktemp("glyphs")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    spec = sources.SPECS["mnist"]
     train_x, train_y = training_glyphs(600, 0)
     test_x, test_y = training_glyphs(200, 1)
-    for key, array in {
+    arrays = {
         "train_images": train_x,
         "train_labels": train_y,
         "test_images": test_x,
         "test_labels": test_y,
-    }.items():
-        write_idx(raw / spec.files[key].name, array)
+    }
+    root = write_mnist_raw(tmp_path_factory.mktemp("glyphs"), arrays)
     overrides = [
         "model=cnn",
         "data=mnist",
@@ -193,13 +187,11 @@ def glyph_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     ]
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sources.SPECS, "mnist", trusted_mnist_spec(root))
-        cfg = compose_config(
-            "train", with_tiny_run_base(overrides), output_dir=root / "run", data_dir=root
-        )
+        cfg = compose_config("train", overrides, output_dir=root / "run", data_dir=root)
         result = train(cfg)
     GlobalHydra.instance().clear()
     assert result["test/acc"] > 0.97, result  # the glyphs are learned
-    yield Path(result["test_ckpt"])
+    return Path(result["test_ckpt"])
 
 
 # ------------------------------------------------- the glyphs as people draw them
