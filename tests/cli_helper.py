@@ -3,6 +3,7 @@
 Subprocesses (the CLI, DDP ranks, joblib and submitit workers) cannot see the in-process
 ``fake_mnist`` fixture, so :func:`cli_env` gives them an environment in which
 ``tests/sitecustomize.py`` trusts the synthetic files' checksums at interpreter start-up.
+:func:`write_mnist_raw` writes such files (IDX format, MNIST's names and layout).
 :class:`KillAtStep` is a callback for ``+callbacks.kill._target_=cli_helper.KillAtStep``.
 """
 
@@ -19,9 +20,30 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUST_ENV = "STNLAB_TEST_TRUST_MNIST"
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8, 1-D labels or 3-D images) in IDX format."""
+    magic = {1: 0x0801, 3: 0x0803}[array.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_mnist_raw(root: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """``arrays`` (``train_images`` ``(N, 28, 28)``, ``train_labels`` ``(N,)``,
+    ``test_images``, ``test_labels``) as MNIST's IDX files under ``root/MNIST/raw``;
+    returns ``root``, a data root for ``data.source=mnist``."""
+    from stnlab.data import sources
+
+    raw = Path(root) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for key, array in arrays.items():
+        (raw / sources.SPECS["mnist"].files[key].name).write_bytes(idx_bytes(array))
+    return Path(root)
 
 
 def trusted_mnist_spec(root: str | Path) -> Any:

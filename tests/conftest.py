@@ -14,7 +14,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from cli_helper import trusted_mnist_spec, with_tiny_run_base
+from cli_helper import idx_bytes, trusted_mnist_spec, with_tiny_run_base, write_mnist_raw
 from stnlab.config import compose_config
 from stnlab.data import sources
 
@@ -24,18 +24,6 @@ CONF = ROOT / "conf"
 # Fast tests never touch the network or a W&B server.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """``array`` (uint8, 1-D labels or 3-D images) in IDX format."""
-    magic = {1: 0x0801, 3: 0x0803}[array.ndim]
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file."""
-    path.write_bytes(idx_bytes(array))
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,20 +54,15 @@ def idx_files() -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def fake_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root with ``MNIST/raw/`` holding 600 train and 200 test synthetic digits."""
-    root = tmp_path_factory.mktemp("fake_data")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    spec = sources.SPECS["mnist"]
     train_x, train_y = synthetic_digits(600, 0)
     test_x, test_y = synthetic_digits(200, 1)
-    for key, array in {
+    arrays = {
         "train_images": train_x,
         "train_labels": train_y,
         "test_images": test_x,
         "test_labels": test_y,
-    }.items():
-        write_idx(raw / spec.files[key].name, array)
-    return root
+    }
+    return write_mnist_raw(tmp_path_factory.mktemp("fake_data"), arrays)
 
 
 @pytest.fixture

@@ -60,11 +60,13 @@ def test_predict_matches_the_lightning_module(
     trained: Path, fake_mnist: Path, tmp_path: Path
 ) -> None:
     digits = write_images(tmp_path / "images", fake_mnist)
-    images, files = load_images(tmp_path / "images", channels=1, size=28)
+    resized, files = load_images(tmp_path / "images", channels=1, size=28, framing="resize")
     assert [f.name for f in files] == ["a_dark_on_light.png", "b.jpg", "c_big.png"]
-    assert images.shape == (3, 1, 28, 28) and images.min() >= 0.0 and images.max() <= 1.0
+    assert resized.shape == (3, 1, 28, 28) and resized.min() >= 0.0 and resized.max() <= 1.0
     # the dark-on-light file was inverted back to MNIST's light-on-dark
-    assert torch.allclose(images[0, 0] * 255, torch.from_numpy(digits[0]).float(), atol=1)
+    assert torch.allclose(resized[0, 0] * 255, torch.from_numpy(digits[0]).float(), atol=1)
+    images, _ = load_images(tmp_path / "images", channels=1, size=28)  # framing=mnist
+    assert images.shape == (3, 1, 28, 28) and not torch.allclose(images, resized, atol=0.1)
     rows = predict_files(trained, tmp_path / "images", tmp_path / "out")
     with torch.inference_mode():
         probs = lightning_module(trained)(images).softmax(1)
@@ -79,12 +81,13 @@ def test_predict_matches_the_lightning_module(
 
 def test_images_keep_the_training_size_on_larger_canvases(tmp_path: Path) -> None:
     Image.fromarray(np.full((50, 50), 255, dtype=np.uint8)).save(tmp_path / "white.png")
-    x = load_image(tmp_path / "white.png", channels=1, size=42, invert="false", image_size=28)
+    x = load_image(tmp_path / "white.png", 1, 42, invert="false", image_size=28, framing="resize")
     assert x.shape == (1, 42, 42)
-    assert x[0, 7:35, 7:35].min() == 1.0 and x.sum() == 28 * 28  # a centred 28×28 square
+    # a centred 28×28 square
+    assert x[0, 7:35, 7:35].min() > 1 - 1e-5 and float(x.sum()) == pytest.approx(28 * 28)
     # a bright border inverts grey images (auto) but never colour ones
     grey = load_image(tmp_path / "white.png", channels=1, size=28)
-    colour = load_image(tmp_path / "white.png", channels=3, size=32)
+    colour = load_image(tmp_path / "white.png", channels=3, size=32, framing="resize")
     assert grey.max() == 0.0 and colour.shape == (3, 32, 32) and colour.min() == 1.0
 
 
@@ -110,13 +113,21 @@ def test_16_bit_pngs_keep_their_range(fake_mnist: Path, tmp_path: Path) -> None:
         Image.fromarray(pixels).save(tmp_path / f"{name}_8.png")
         Image.fromarray(pixels.astype(np.uint16) * 257).save(tmp_path / f"{name}_16.png")
         assert Image.open(tmp_path / f"{name}_16.png").mode == "I;16"
-        for channels, size in ((1, 28), (1, 42), (3, 32)):
-            eight = load_image(tmp_path / f"{name}_8.png", channels, size, image_size=28)
-            sixteen = load_image(tmp_path / f"{name}_16.png", channels, size, image_size=28)
+        for channels, size, framing in (
+            (1, 28, "mnist"),
+            (1, 42, "mnist"),
+            (1, 28, "resize"),
+            (1, 42, "resize"),
+            (3, 32, "resize"),
+        ):
+            eight, sixteen = (
+                load_image(tmp_path / f"{name}_{bits}.png", channels, size, "auto", 28, framing)
+                for bits in (8, 16)
+            )
             assert sixteen.shape == (channels, size, size)
-            assert torch.allclose(sixteen, eight, atol=1e-5), (name, channels, size)
+            assert torch.allclose(sixteen, eight, atol=1e-5), (name, channels, size, framing)
     # the dark-on-light 16-bit digit is inverted back to the 8-bit light-on-dark one
-    light = load_image(tmp_path / "dark_16.png", 1, 28)[0]
+    light = load_image(tmp_path / "dark_16.png", 1, 28, framing="resize")[0]
     assert torch.allclose(light * 255, torch.from_numpy(digit).float(), atol=1e-3)
 
 
@@ -140,13 +151,17 @@ def test_a_digit_drawn_in_alpha_alone_comes_out_as_ink(fake_mnist: Path, tmp_pat
     from stnlab.data.sources import load_split
 
     alpha = load_split(fake_mnist, "mnist", "test", allow_fetch=False)[0][0].numpy()
+    Image.fromarray(alpha).save(tmp_path / "light.png")
+    framed = load_image(tmp_path / "light.png", channels=1, size=28)  # framing=mnist
     for name, img in alpha_only_images(alpha).items():
         file = tmp_path / f"{name.replace(' ', '_')}.png"
         img.save(file, **({"transparency": 0} if img.mode == "P" else {}))
-        x = load_image(file, channels=1, size=28)
+        x = load_image(file, channels=1, size=28, framing="resize")
         want = alpha / 255.0 if img.mode != "P" else (alpha > 127).astype(np.float64)
         # light-on-dark, as MNIST: ink exactly where the alpha channel is
         assert torch.allclose(x[0].double(), torch.from_numpy(want), atol=1e-5), name
+        if img.mode != "P":  # framed as the same digit drawn in grey levels is
+            assert torch.allclose(load_image(file, 1, 28), framed, atol=1e-5), name
     ink = np.zeros((6, 6))
     ink[2:4, 2:4] = 1.0
     assert transparent_background(np.zeros((6, 6, 3)), ink) == 1.0  # black ink: paper white
@@ -181,8 +196,9 @@ def test_blank_and_uniform_images_get_no_class(
         assert row["predicted"] == "" and row["probability"] == ""
         assert (tmp_path / "out" / row["image"]).is_file()  # the picture is still written
     # on a canvas larger than the digit, the black margin around a grey image is not ink
-    grey = load_image(tmp_path / "images" / "e_grey.png", 1, 42, image_size=28)
-    assert grey.max() > 0.4 and float(ink_span(grey[None], 28)[0]) == 0.0
+    for framing in ("mnist", "resize"):
+        grey = load_image(tmp_path / "images" / "e_grey.png", 1, 42, "auto", 28, framing)
+        assert grey.max() > 0.4 and float(ink_span(grey[None], 28)[0]) < 1e-5
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx", "torchscript"])
@@ -251,7 +267,12 @@ def test_cli_eval_predict_export(trained: Path, fake_mnist: Path, tmp_path: Path
     Image.new("L", (28, 28), 255).save(tmp_path / "images" / "d_blank.png")
     runs = {
         "eval.py": [f"ckpt_path={trained}", "logger=csv"],
-        "predict.py": [f"ckpt_path={trained}", f"input={tmp_path / 'images'}"],
+        "predict.py": [
+            f"ckpt_path={trained}",
+            f"input={tmp_path / 'images'}",
+            "batch_size=3",  # two batches: 3 images, then the blank one
+            "device=cpu",
+        ],
         "export.py": [f"ckpt_path={trained}"],
     }
     for script, overrides in runs.items():

@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from stnlab.errors import ConfigError
 from stnlab.prediction import MIN_INK_SPAN, NO_INK, predict_files
-from stnlab.tasks.runner import task
+from stnlab.tasks.runner import resolve_device, task
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +19,25 @@ log = logging.getLogger(__name__)
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Print one line per image; write predictions.csv and the images in the run folder.
 
-    A blank or uniform image gets ``no_ink`` instead of a class. The exit status is 0 even
-    if every image is blank (each is flagged); 1 if the options are wrong or a file cannot
-    be read as an image.
+    Images are framed as ``cfg.framing`` says (``mnist`` | ``resize``) and classified
+    ``cfg.batch_size`` at a time on ``cfg.device``. A blank or uniform image gets
+    ``no_ink`` instead of a class. The exit status is 0 even if every image is blank (each
+    is flagged); 1 if the options are wrong or a file cannot be read as an image.
     """
     for key in ("ckpt_path", "input"):
         if cfg.get(key) in (None, "", "???"):
             raise ConfigError(f"{key} is required: python src/predict.py ckpt_path=… input=…")
+    device = resolve_device(str(cfg.get("device", "auto")))
     out = Path(cfg.paths.output_dir)
-    rows = predict_files(cfg.ckpt_path, cfg.input, out, str(cfg.invert).lower())
+    rows = predict_files(
+        cfg.ckpt_path,
+        cfg.input,
+        out,
+        invert=str(cfg.invert).lower(),
+        framing=str(cfg.get("framing", "mnist")),
+        batch_size=cfg.get("batch_size", 64),
+        device=device,
+    )
     for row in rows:
         if row["status"] == NO_INK:
             print(
