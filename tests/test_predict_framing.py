@@ -389,7 +389,8 @@ def test_bad_values_get_one_clear_line(glyph_model: Path, tmp_path: Path) -> Non
     def run(**options: object) -> list[dict]:
         return predict_files(glyph_model, tmp_path / "drawn", tmp_path / "out", **options)
 
-    with pytest.raises(ConfigError, match=r"^framing='centred' is unknown; valid: mnist, resize$"):
+    unknown = r"^framing='centred' is unknown; valid: auto, mnist, resize$"
+    with pytest.raises(ConfigError, match=unknown):
         run(framing="centred")
     with pytest.raises(ConfigError, match=r"^batch_size=0 must be an integer >= 1"):
         run(batch_size=0)
@@ -408,9 +409,13 @@ def test_bad_values_get_one_clear_line(glyph_model: Path, tmp_path: Path) -> Non
     with pytest.raises(
         ConfigError, match=r"trained on data.source=fashion_mnist; use framing=resize"
     ):
-        predict_files(fashion, tmp_path / "drawn", tmp_path / "out")
+        predict_files(fashion, tmp_path / "drawn", tmp_path / "out", framing="mnist")
     rows = predict_files(fashion, tmp_path / "drawn", tmp_path / "out", framing="resize")
     assert len(rows) == len(DRAWINGS)
+    # framing=auto (the default) resizes for that model and frames for the MNIST one
+    assert predict_files(fashion, tmp_path / "drawn", tmp_path / "auto") == rows
+    framed = predict_files(glyph_model, tmp_path / "drawn", tmp_path / "m", framing="mnist")
+    assert predict_files(glyph_model, tmp_path / "drawn", tmp_path / "a") == framed
 
 
 def test_the_task_reads_framing_batch_size_and_device(glyph_model: Path, tmp_path: Path) -> None:
@@ -431,7 +436,8 @@ def test_the_task_reads_framing_batch_size_and_device(glyph_model: Path, tmp_pat
     assert [r["predicted"] for r in rows] == classify_originals(glyph_model, drawn)
     with pytest.raises(ConfigError, match=r"^device='gpu' is not a device; valid: auto, cpu"):
         task_run("device=gpu")
-    with pytest.raises(ConfigError, match=r"^framing='MNIST' is unknown; valid: mnist, resize$"):
+    unknown = r"^framing='MNIST' is unknown; valid: auto, mnist, resize$"
+    with pytest.raises(ConfigError, match=unknown):
         task_run("framing=MNIST")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"^device='cuda' but no CUDA GPU is available"):

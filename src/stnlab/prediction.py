@@ -39,7 +39,7 @@ MIN_INK_SPAN = 0.05
 preprocessed image is blank or uniform: no digit for the model to see."""
 NO_INK = "no_ink"  # status of such an image in predictions.csv: no class given
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB → grey, as PIL's "L"
-FRAMINGS = ("mnist", "resize")
+FRAMINGS = ("auto", "mnist", "resize")  # auto: mnist for MNIST models, resize for others
 """``mnist``: crop to the ink, fit into 20×20, centre of mass at the centre of 28×28
 (:func:`mnist_frame`); ``resize``: the whole image stretched to 28×28."""
 INVERTS = ("auto", "true", "false")
@@ -256,9 +256,13 @@ def load_image(
     ``image_size``. An image without ink (nothing to crop to) is resized either way, so it
     stays blank. The square (the training images' side, e.g. 28 for MNIST; default
     ``size``) goes onto the ``size`` canvas by :func:`place_on_canvas`, so a digit on a
-    large RTS or TC canvas has the size the model was trained on.
+    large RTS or TC canvas has the size the model was trained on. ``auto`` (without a
+    checkpoint to ask, see :func:`predict_files`) is ``mnist`` for grey models, ``resize``
+    for colour ones.
     """
     check_options(invert, framing)
+    if framing == "auto":
+        framing = "mnist" if channels == 1 else "resize"
     if framing == "mnist" and channels != 1:
         raise ConfigError(
             f"framing=mnist frames grey digits, but this model takes {channels} channels; "
@@ -374,7 +378,7 @@ def predict_files(
     source: str | Path,
     out_dir: str | Path,
     invert: str = "auto",
-    framing: str = "mnist",
+    framing: str = "auto",
     batch_size: int = 64,
     device: torch.device | str = "cpu",
 ) -> list[dict[str, Any]]:
@@ -387,13 +391,16 @@ def predict_files(
     Images are read, classified on ``device`` and written ``batch_size`` at a time, so
     a large folder never sits in memory whole; the answers do not depend on the batch
     size. ``framing=mnist`` is for models trained on MNIST (``data.source=mnist``):
-    another source's images were not made that way, so it is refused for them.
+    another source's images were not made that way, so it is refused for them;
+    ``framing=auto`` picks ``mnist`` for an MNIST model and ``resize`` for the others.
     """
     check_options(invert, framing)
     check_range("batch_size", batch_size, integer=True, minimum=1)
     net, config = load_checkpoint_net(ckpt_path)
     data = config["data"]
     source_name = run_source(config)
+    if framing == "auto":
+        framing = "mnist" if source_name == "mnist" else "resize"
     if framing == "mnist" and source_name != "mnist":
         raise ConfigError(
             f"framing=mnist frames digits as MNIST's were made, but {ckpt_path} was trained "

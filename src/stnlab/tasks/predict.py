@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def predict(cfg: DictConfig) -> list[dict[str, Any]]:
     """Print one line per image; write predictions.csv and the images in the run folder.
 
-    Images are framed as ``cfg.framing`` says (``mnist`` | ``resize``) and classified
+    Images are framed as ``cfg.framing`` says (``auto`` | ``mnist`` | ``resize``) and classified
     ``cfg.batch_size`` at a time on ``cfg.device``. A blank or uniform image gets
     ``no_ink`` instead of a class. The exit status is 0 even if every image is blank (each
     is flagged); 1 if the options are wrong or a file cannot be read as an image.
@@ -34,7 +34,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         cfg.input,
         out,
         invert=str(cfg.invert).lower(),
-        framing=str(cfg.get("framing", "mnist")),
+        framing=str(cfg.get("framing", "auto")),
         batch_size=cfg.get("batch_size", 64),
         device=device,
     )
