@@ -210,13 +210,19 @@ def test_resized_canvases_measure_the_same() -> None:
     )
 
 
-def test_scatter_is_a_uint8_image() -> None:
-    images, record = rendered("rotated")
+def test_scatter_is_a_uint8_image_with_the_centres_before_and_after() -> None:
+    images, record = rendered("rts")
     family = AffineTransform()
-    measured = measure_pose(oracle(family, images, undo(family, record, 28)), images, record)
+    measured = measure_pose(oracle(family, images, undo(family, record, 42)), images, record)
     image = pose_scatter_image(measured, "test")
     assert image.dtype == np.uint8  # W&B saves float images as black PNGs
     assert image.ndim == 3 and image.shape[2] == 3 and image.min() < 128 < image.max()
+    # the shift panel's points: each digit's centre, spread before, one place after the
+    # exact inverse (pixels from the middle)
+    *_, before = measured.residual_pose("before")
+    *_, after = measured.residual_pose("after")
+    assert torch.allclose(before, measured.before.mean(dim=1))
+    assert before.std(dim=0).min() > 1.0 and after.std(dim=0).max() < 1e-3
 
 
 @pytest.mark.parametrize("where", ["none", "features"])

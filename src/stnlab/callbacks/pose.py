@@ -59,11 +59,11 @@ class PoseMeasurement:
     after: Tensor
     digit_size: int
 
-    def residual_pose(self, when: str) -> tuple[Tensor, Tensor]:
-        """Angle (degrees) and log-scale ``(N,)`` of every digit, ``"before"`` or ``"after"``."""
+    def residual_pose(self, when: str) -> tuple[Tensor, Tensor, Tensor]:
+        """Angle (degrees) and log-scale ``(N,)`` and shift ``(N, 2)`` (pixels from the
+        centre, x right, y down) of every digit, ``"before"`` or ``"after"``."""
         src = box_corners(self.digit_size, dtype=torch.float64)
-        angle, log_scale, _ = similarity_fit(src, getattr(self, when))
-        return angle, log_scale
+        return similarity_fit(src, getattr(self, when))
 
 
 @torch.no_grad()
@@ -108,23 +108,25 @@ def pose_scatter_image(
     measurement: PoseMeasurement, title: str, max_points: int = 2000
 ) -> np.ndarray:
     """Applied against residual angle and log-scale, one dot per digit (the first
-    ``max_points``): an ``uint8`` image ``(H, W, 3)`` (W&B saves float images as black PNGs).
+    ``max_points``), and the digits' centres before and after the transformer: an
+    ``uint8`` image ``(H, W, 3)`` (W&B saves float images as black PNGs).
 
     Dots on the diagonal: the transformer left that pose as it was; on a horizontal line:
-    it brought every digit to the same pose.
+    it brought every digit to the same pose. In the shift panel, a cloud of centres that
+    shrinks from grey (before) to blue (after) is a transformer that centres the digits.
     """
     from matplotlib.figure import Figure
 
-    angle_in, log_scale_in = (t[:max_points].numpy() for t in measurement.residual_pose("before"))
-    angle_out, log_scale_out = (t[:max_points].numpy() for t in measurement.residual_pose("after"))
-    figure = Figure(figsize=(9, 4.2), dpi=100, layout="constrained")
+    before = [t[:max_points].numpy() for t in measurement.residual_pose("before")]
+    after = [t[:max_points].numpy() for t in measurement.residual_pose("after")]
+    figure = Figure(figsize=(13, 4.2), dpi=100, layout="constrained")
     metrics = measurement.metrics
     panels = (
-        (angle_in, angle_out, "angle (°)", "angle_std", "°", 10.0),
-        (log_scale_in, log_scale_out, "log-scale", "log_scale_std", "", 0.1),
+        (before[0], after[0], "angle (°)", "angle_std", "°", 10.0),
+        (before[1], after[1], "log-scale", "log_scale_std", "", 0.1),
     )
     for i, (applied, residual, what, std, unit, least_half_span) in enumerate(panels):
-        ax = figure.add_subplot(1, 2, i + 1)
+        ax = figure.add_subplot(1, 3, i + 1)
         ax.scatter(applied, residual, s=4, alpha=0.4, linewidths=0)
         # one square range for both axes, never narrower than 2 × least_half_span
         low = float(min(applied.min(), residual.min()))
@@ -137,10 +139,25 @@ def pose_scatter_image(
         ax.set_aspect("equal")
         ax.set_xlabel(f"applied {what}")
         ax.set_ylabel(f"residual {what} after the transformer")
-        before, after = metrics[f"{std}_before"], metrics[f"{std}_after"]
-        ax.set_title(f"std {before:.3g}{unit} → {after:.3g}{unit}", fontsize=10)
+        ax.set_title(
+            f"std {metrics[f'{std}_before']:.3g}{unit} → {metrics[f'{std}_after']:.3g}{unit}",
+            fontsize=10,
+        )
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(alpha=0.3)
+    ax = figure.add_subplot(1, 3, 3)
+    for shift, colour, when in ((before[2], "grey", "before"), (after[2], "tab:blue", "after")):
+        ax.scatter(shift[:, 0], shift[:, 1], s=4, alpha=0.4, linewidths=0, color=colour, label=when)
+    reach = max(float(np.abs(before[2]).max()), float(np.abs(after[2]).max()), 1.0) * 1.05
+    ax.set_xlim(-reach, reach)
+    ax.set_ylim(reach, -reach)  # y down, as on the image
+    ax.set_aspect("equal")
+    ax.set_xlabel("digit centre x (px from the middle)")
+    ax.set_ylabel("y (px, down)")
+    before_std, after_std = metrics["shift_std_before"], metrics["shift_std_after"]
+    ax.set_title(f"shift std {before_std:.3g} px → {after_std:.3g} px", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8, markerscale=3)
+    ax.grid(alpha=0.3)
     figure.suptitle(title)
     return figure_pixels(figure)
 
@@ -154,8 +171,8 @@ class PoseRecoveryCallback(EveryNEpochs):
     before/after standard deviations of angle, log-scale and shift (:data:`LOGGED`) are
     logged with the validation metrics to every logger. Every ``every_n_epochs`` epochs and
     after the last one (the transform grid's schedule), a scatter of applied against
-    residual angle and log-scale goes to ``<dirpath>/epoch_XXX.png`` and to every W&B and
-    TensorBoard logger (``pose_scatter``).
+    residual angle and log-scale, beside the digits' centres before and after, goes to
+    ``<dirpath>/epoch_XXX.png`` and to every W&B and TensorBoard logger (``pose_scatter``).
 
     Models without a transformer on the input image (none, or ``transformer_at=features``)
     and data without a pose record are not applicable: nothing is logged, and one info
