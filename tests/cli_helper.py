@@ -33,6 +33,18 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
+def mnist_arrays(
+    train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``(images, labels)`` of the training and test sets keyed as MNIST's four files."""
+    return {
+        "train_images": train[0],
+        "train_labels": train[1],
+        "test_images": test[0],
+        "test_labels": test[1],
+    }
+
+
 def write_mnist_raw(root: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """``arrays`` (``train_images`` ``(N, 28, 28)``, ``train_labels`` ``(N,)``,
     ``test_images``, ``test_labels``) as MNIST's IDX files under ``root/MNIST/raw``;

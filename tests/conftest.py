@@ -14,7 +14,13 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-from cli_helper import idx_bytes, trusted_mnist_spec, with_tiny_run_base, write_mnist_raw
+from cli_helper import (
+    idx_bytes,
+    mnist_arrays,
+    trusted_mnist_spec,
+    with_tiny_run_base,
+    write_mnist_raw,
+)
 from stnlab.config import compose_config
 from stnlab.data import sources
 
@@ -42,12 +48,7 @@ def idx_files() -> dict[str, bytes]:
     """The four MNIST files (20 train and 20 test synthetic digits) as IDX bytes."""
     train_x, train_y = synthetic_digits(20, 2)
     test_x, test_y = synthetic_digits(20, 3)
-    arrays = {
-        "train_images": train_x,
-        "train_labels": train_y,
-        "test_images": test_x,
-        "test_labels": test_y,
-    }
+    arrays = mnist_arrays((train_x, train_y), (test_x, test_y))
     return {key: idx_bytes(array) for key, array in arrays.items()}
 
 
@@ -56,12 +57,7 @@ def fake_mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data root with ``MNIST/raw/`` holding 600 train and 200 test synthetic digits."""
     train_x, train_y = synthetic_digits(600, 0)
     test_x, test_y = synthetic_digits(200, 1)
-    arrays = {
-        "train_images": train_x,
-        "train_labels": train_y,
-        "test_images": test_x,
-        "test_labels": test_y,
-    }
+    arrays = mnist_arrays((train_x, train_y), (test_x, test_y))
     return write_mnist_raw(tmp_path_factory.mktemp("fake_data"), arrays)
 
 

@@ -20,7 +20,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image, ImageDraw
 
-from cli_helper import trusted_mnist_spec, write_mnist_raw
+from cli_helper import mnist_arrays, trusted_mnist_spec, write_mnist_raw
 from stnlab.checkpoints import load_checkpoint_net, read_checkpoint
 from stnlab.config import compose_config
 from stnlab.data import sources
@@ -167,12 +167,7 @@ def glyph_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     MNIST's IDX files so that ``src/train.py``'s own pipeline trains it."""
     train_x, train_y = training_glyphs(600, 0)
     test_x, test_y = training_glyphs(200, 1)
-    arrays = {
-        "train_images": train_x,
-        "train_labels": train_y,
-        "test_images": test_x,
-        "test_labels": test_y,
-    }
+    arrays = mnist_arrays((train_x, train_y), (test_x, test_y))
     root = write_mnist_raw(tmp_path_factory.mktemp("glyphs"), arrays)
     overrides = [
         "model=cnn",

@@ -48,8 +48,17 @@ def to_uint8(picture: Tensor) -> np.ndarray:
     >>> to_uint8(torch.tensor([[[0.0, 0.5, 2.0]]]))[..., 0]
     array([[  0, 128, 255]], dtype=uint8)
     """
-    pixels = (picture.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    return pixels.permute(1, 2, 0).numpy()
+    return to_bytes(picture[None])[0].permute(1, 2, 0).numpy()
+
+
+def to_bytes(images: Tensor) -> Tensor:
+    """``(N, C, H, W)`` in ``[0, 1]`` → ``uint8`` on the CPU, for images kept for later
+    pictures (a quarter of float32's memory).
+
+    >>> to_bytes(torch.tensor([[[[0.0, 0.5, 1.5]]]]))
+    tensor([[[[  0, 128, 255]]]], dtype=torch.uint8)
+    """
+    return (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def side_by_side(

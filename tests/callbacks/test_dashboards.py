@@ -199,6 +199,6 @@ def test_the_evolution_frames_survive_a_checkpoint(tmp_path: Path) -> None:
     assert all(
         torch.equal(a, b) for (_, a), (_, b) in zip(restored._frames, callback._frames, strict=True)
     )
-    picture = restored._write_evolution()
+    picture = restored._write_evolution(gif=True)
     assert picture.shape[1] > 3 * 6  # input + 2 epochs
     assert Image.open(tmp_path / "evolution.gif").n_frames == 2

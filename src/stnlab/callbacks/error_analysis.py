@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from stnlab.callbacks.pictures import publish_picture
 from stnlab.checks import check_range
-from stnlab.image_grid import figure_pixels, to_uint8
+from stnlab.image_grid import figure_pixels, to_bytes, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +122,21 @@ class ErrorAnalysisCallback(L.Callback):
         probs = logits.float().softmax(dim=1)
         probability, prediction = probs.max(dim=1)
         self._matrix.update(prediction, y)
-        index = torch.arange(self._seen, self._seen + len(y))
-        self._seen += len(y)
+        # only this batch's candidates for the table leave the device
+        score = rank(y, prediction, probability)
+        pick = score.topk(min(self.num_samples, len(y))).indices
         batch_samples = Samples(
-            images=(x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu(),
-            index=index,
-            label=y.cpu(),
-            prediction=prediction.cpu(),
-            probability=probability.cpu(),
-            label_probability=probs.gather(1, y[:, None])[:, 0].cpu(),
+            images=to_bytes(x[pick]),
+            index=self._seen + pick.cpu(),
+            label=y[pick].cpu(),
+            prediction=prediction[pick].cpu(),
+            probability=probability[pick].cpu(),
+            label_probability=probs[pick].gather(1, y[pick, None])[:, 0].cpu(),
         )
+        self._seen += len(y)
         kept = batch_samples if self._kept is None else self._kept.cat(batch_samples)
         score = rank(kept.label, kept.prediction, kept.probability)
-        top = score.topk(min(self.num_samples, len(score))).indices
-        self._kept = kept.take(top)
+        self._kept = kept.take(score.topk(min(self.num_samples, len(score))).indices)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._matrix is None or self._kept is None or trainer.sanity_checking:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from stnlab.callbacks.cadence import EveryNEpochs
 from stnlab.callbacks.pictures import publish_picture
-from stnlab.image_grid import evolution, side_by_side, write_label
+from stnlab.image_grid import evolution, side_by_side, to_bytes, write_label
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,10 @@ class TransformGridCallback(EveryNEpochs):
     W&B and TensorBoard logger (``transform_grid``). After each grid the evolution is
     redrawn: ``<dirpath>/evolution.png``, one row per probe (the first
     ``evolution_probes``) with its transformed image at every logged epoch (at most 12
-    columns, evenly thinned), and ``<dirpath>/evolution.gif``, the grids one after another;
-    at the end of training both go to the loggers (``transform_evolution``; the GIF to W&B
-    only, as TensorBoard needs moviepy for animations). The frames are kept in the
+    columns, evenly thinned). At the end of training ``<dirpath>/evolution.gif`` (the grids
+    one after another) is written too, and both go to the loggers
+    (``transform_evolution``; the GIF to W&B only, as TensorBoard needs moviepy for
+    animations). The frames are kept in the
     checkpoint (``uint8``, a few kB per epoch), so a resumed run's evolution starts at its
     first epoch. Models without a transformer are told once and skipped.
 
@@ -86,9 +87,9 @@ class TransformGridCallback(EveryNEpochs):
             return False
         if trainer.global_rank != 0:
             return True
-        self._inputs = _to_bytes(inputs)
+        self._inputs = to_bytes(inputs)
         self._frames = [(e, f) for e, f in self._frames if e != epoch] + [
-            (epoch, _to_bytes(outputs))
+            (epoch, to_bytes(outputs))
         ]
         image = side_by_side(inputs, outputs, zoom=self.upscale)  # uint8: W&B saves floats black
         caption = f"epoch {epoch}: inputs (left) → transformed (right)"
@@ -100,7 +101,7 @@ class TransformGridCallback(EveryNEpochs):
         super().on_train_end(trainer, pl_module)  # the final grid, if not drawn yet
         if trainer.global_rank != 0 or not self._frames or trainer.fast_dev_run:
             return
-        picture = self._write_evolution()
+        picture = self._write_evolution(gif=True)
         epochs = [e for e, _ in self._frames]
         caption = f"the probes at epochs {epochs[0]}–{epochs[-1]} (left: input)"
         publish_picture(trainer, "transform_evolution", picture, caption, path=None)
@@ -115,8 +116,9 @@ class TransformGridCallback(EveryNEpochs):
     def _path(self, name: str) -> Path:
         return self.dirpath / f"{name}.png"
 
-    def _write_evolution(self) -> Any:
-        """Write ``evolution.png`` and ``evolution.gif`` from the frames; the picture."""
+    def _write_evolution(self, gif: bool = False) -> Any:
+        """Write ``evolution.png`` (and, with ``gif``, ``evolution.gif``) from the frames;
+        return the picture."""
         assert self._inputs is not None
         inputs = self._inputs.float() / 255
         probes = min(self.evolution_probes, len(inputs))
@@ -124,21 +126,24 @@ class TransformGridCallback(EveryNEpochs):
         picture = evolution(inputs[:probes], frames, zoom=max(1, self.upscale - 1))
         self.dirpath.mkdir(parents=True, exist_ok=True)
         Image.fromarray(picture).save(self._path("evolution"))
-        gif = [
-            Image.fromarray(
-                write_label(
-                    side_by_side(inputs, f.float() / 255, zoom=self.upscale), f"epoch {e}", (4, 2)
+        if gif:
+            frames_gif = [
+                Image.fromarray(
+                    write_label(
+                        side_by_side(inputs, f.float() / 255, zoom=self.upscale),
+                        f"epoch {e}",
+                        (4, 2),
+                    )
                 )
+                for e, f in self._frames
+            ]
+            frames_gif[0].save(
+                self.dirpath / "evolution.gif",
+                save_all=True,
+                append_images=frames_gif[1:],
+                duration=700,
+                loop=0,
             )
-            for e, f in self._frames
-        ]
-        gif[0].save(
-            self.dirpath / "evolution.gif",
-            save_all=True,
-            append_images=gif[1:],
-            duration=700,
-            loop=0,
-        )
         return picture
 
     def state_dict(self) -> dict[str, Any]:
@@ -156,8 +161,3 @@ class TransformGridCallback(EveryNEpochs):
         if not self._warned:
             log.warning("TransformGridCallback: %s", message)
             self._warned = True
-
-
-def _to_bytes(images: Tensor) -> Tensor:
-    """``(N, C, H, W)`` in ``[0, 1]`` → ``uint8`` on the CPU (a quarter of the memory)."""
-    return (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
