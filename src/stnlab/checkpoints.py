@@ -56,6 +56,7 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "stnlab.geometry.ProjectiveTransform",
         "stnlab.geometry.TPSTransform",
         "stnlab.data.datamodule.DigitsDataModule",
+        "stnlab.data.addition.AdditionDataModule",
         "stnlab.data.distortions.RandomSimilarity",
         "stnlab.data.distortions.RandomProjective",
         "stnlab.data.distortions.RandomElastic",

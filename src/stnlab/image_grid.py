@@ -23,11 +23,37 @@ PAD = 2  # pixels around and between cells
 PAD_VALUE = 0.5  # gray
 
 
-def tile(images: Tensor, cols: int, pad: int = PAD, pad_value: float = PAD_VALUE) -> Tensor:
-    """Tile ``images`` ``(N, C, H, W)`` (C = 1 or 3) row by row into ``min(cols, N)`` columns.
+# Colours of the two channels of a two-digit image (MNIST addition): orange and blue add
+# up to white where both digits have ink.
+CHANNEL_COLOURS = ((1.0, 0.5, 0.0), (0.0, 0.5, 1.0))
 
-    Returns ``(3, rows·(H+pad)+pad, cols·(W+pad)+pad)``: a one-channel input is repeated to
-    three, cells are framed by ``pad`` pixels of ``pad_value``.
+
+def to_rgb(images: Tensor) -> Tensor:
+    """``(N, C, H, W)`` in ``[0, 1]`` → ``(N, 3, H, W)``: one channel as grey, three as
+    they are, two (a digit in each) as orange and blue, white where both have ink.
+
+    >>> to_rgb(torch.ones(1, 2, 1, 1)).flatten().tolist()
+    [1.0, 1.0, 1.0]
+    >>> to_rgb(torch.tensor([[[[1.0]], [[0.0]]]])).flatten().tolist()
+    [1.0, 0.5, 0.0]
+    """
+    channels = images.shape[1]
+    if channels == 3:
+        return images
+    if channels == 1:
+        return images.expand(-1, 3, -1, -1)
+    if channels == 2:
+        colours = torch.tensor(CHANNEL_COLOURS, dtype=images.dtype, device=images.device)
+        return torch.einsum("nchw,cr->nrhw", images, colours).clamp(0, 1)
+    raise ValueError(f"cannot show images of {channels} channels (1, 2 or 3)")
+
+
+def tile(images: Tensor, cols: int, pad: int = PAD, pad_value: float = PAD_VALUE) -> Tensor:
+    """Tile ``images`` ``(N, C, H, W)`` (C = 1, 2 or 3) row by row into ``min(cols, N)``
+    columns.
+
+    Returns ``(3, rows·(H+pad)+pad, cols·(W+pad)+pad)``: images go through :func:`to_rgb`,
+    cells are framed by ``pad`` pixels of ``pad_value``.
 
     >>> tile(torch.zeros(5, 1, 4, 4), cols=2).shape  # 3 rows of 2
     torch.Size([3, 20, 14])
@@ -36,7 +62,7 @@ def tile(images: Tensor, cols: int, pad: int = PAD, pad_value: float = PAD_VALUE
             [0., 1., 0.],
             [0., 0., 0.]])
     """
-    grid = make_grid(images, nrow=cols, padding=pad, pad_value=pad_value)
+    grid = make_grid(to_rgb(images), nrow=cols, padding=pad, pad_value=pad_value)
     if len(images) == 1:  # make_grid hands a lone image back without its frame
         grid = F.pad(grid, (pad, pad, pad, pad), value=pad_value)
     return grid
@@ -62,25 +88,30 @@ def to_bytes(images: Tensor) -> Tensor:
 
 
 def side_by_side(
-    inputs: Tensor, outputs: Tensor, cols: int | None = None, zoom: int = 1
+    inputs: Tensor, *outputs: Tensor, cols: int | None = None, zoom: int = 1
 ) -> np.ndarray:
-    """``inputs`` tiled on the left, ``outputs`` tiled the same way on the right.
+    """``inputs`` tiled on the left, each of ``outputs`` tiled the same way to its right
+    (one panel per parallel transformer).
 
-    Both are ``(N, C, H, W)`` in ``[0, 1]`` (their sizes may differ); ``cols`` defaults to
-    ``⌊√N⌋``. A white bar splits the halves; ``zoom`` repeats every pixel for legibility.
+    All are ``(N, C, H, W)`` in ``[0, 1]`` (their sizes may differ); ``cols`` defaults to
+    ``⌊√N⌋``. White bars split the panels; ``zoom`` repeats every pixel for legibility.
     Returns ``uint8`` ``(H_picture, W_picture, 3)``.
 
     >>> side_by_side(torch.zeros(4, 1, 5, 5), torch.ones(4, 1, 3, 3)).shape
     (16, 32, 3)
+    >>> side_by_side(torch.zeros(4, 2, 5, 5), torch.ones(4, 2, 3, 3), torch.ones(4, 2, 3, 3)).shape
+    (16, 48, 3)
     """
     cols = cols or max(1, math.isqrt(inputs.shape[0]))
-    left = tile(inputs.detach().float().cpu().clamp(0, 1), cols)
-    right = tile(outputs.detach().float().cpu().clamp(0, 1), cols)
-    height = max(left.shape[1], right.shape[1])
-    left = F.pad(left, (0, 0, 0, height - left.shape[1]), value=PAD_VALUE)
-    right = F.pad(right, (0, 0, 0, height - right.shape[1]), value=PAD_VALUE)
+    panels = [
+        tile(images.detach().float().cpu().clamp(0, 1), cols) for images in (inputs, *outputs)
+    ]
+    height = max(panel.shape[1] for panel in panels)
     bar = torch.ones(3, height, 4)
-    picture = to_uint8(torch.cat((left, bar, right), dim=2))
+    parts = []
+    for panel in panels:
+        parts += [F.pad(panel, (0, 0, 0, height - panel.shape[1]), value=PAD_VALUE), bar]
+    picture = to_uint8(torch.cat(parts[:-1], dim=2))
     return picture.repeat(zoom, axis=0).repeat(zoom, axis=1) if zoom > 1 else picture
 
 

@@ -132,7 +132,7 @@ def test_fixed_sets_identical_across_batch_sizes(
         batches = [dm.on_after_batch_transfer(b, 0)[0] for b in dm.test_dataloader()]
         sets.append(torch.cat(batches))
     side = sets[0].shape[-1]
-    assert sets[0].shape == (200, 1, side, side)
+    assert sets[0].shape == (200, cfg.data.channels, side, side)
     assert all(torch.equal(sets[0], other) for other in sets[1:])
 
 

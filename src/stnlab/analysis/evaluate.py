@@ -14,6 +14,7 @@ residual angle, log-scale and shift before and after it (``pose_*_before|after``
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from stnlab.analysis.paper import (
 )
 from stnlab.analysis.tables import write_csv
 from stnlab.callbacks.pose import LOGGED as POSE_STATISTICS
-from stnlab.callbacks.pose import logged_statistics, measure_pose
+from stnlab.callbacks.pose import logged_statistics, match_poses
 from stnlab.checkpoints import build_from_data, load_checkpoint_net
 from stnlab.config import compose_config, data_variants
 from stnlab.data.distortions import PoseRecord
@@ -93,16 +94,18 @@ def variant_data_config(
 
 def fixed_test_set(
     data_config: dict[str, Any], allow_fetch: bool = True
-) -> tuple[Tensor, Tensor, PoseRecord | None]:
+) -> tuple[Tensor, Tensor, tuple[PoseRecord, ...] | None]:
     """The fixed test set of a data config: canvases ``(N, C, S, S)`` in ``[0, 1]``, labels
-    ``(N,)`` and each digit's applied pose (``None`` for a distortion that keeps none).
+    ``(N,)`` and the applied pose of each digit of the images, one record per digit
+    (``None`` for a distortion that keeps none).
 
     ``data_config`` may come from a checkpoint: it is built with
     :func:`~stnlab.checkpoints.build_from_data` (allow-listed classes, nothing resolved).
     """
     datamodule = build_from_data({**data_config, "allow_fetch": allow_fetch}, "data")
     datamodule.prepare_data()
-    return datamodule.fixed_set("test")
+    images, labels, _ = datamodule.fixed_set("test")
+    return images, labels, datamodule.fixed_poses("test")
 
 
 def render_test_set(data_config: dict[str, Any], allow_fetch: bool = True) -> tuple[Tensor, Tensor]:
@@ -143,12 +146,20 @@ def predict_labels(
 
 
 def select_variants(
-    requested: str | Iterable[str], own: str | None, canvas: int, source: str = "mnist"
+    requested: str | Iterable[str],
+    own: str | None,
+    canvas: int,
+    source: str = "mnist",
+    channels: int = 1,
+    num_classes: int = 10,
 ) -> list[str]:
     """Variants to test besides ``own``: ``fitting`` (the model's canvas), ``all``, or a list.
 
     ``source`` is the image source (``mnist``, ``cifar10`` …), which sets the image size
-    and so the canvas of the undistorted variant.
+    and so the canvas of the undistorted variant. Only variants with the model's
+    ``channels`` and ``num_classes`` can be tested (MNIST addition's two-channel sums
+    and the single digits do not mix): ``fitting`` and ``all`` leave the others out, a
+    list that names one is an error.
     """
     if isinstance(requested, str) and requested in ("fitting", "all"):
         names = data_variants()
@@ -160,9 +171,20 @@ def select_variants(
             raise ConfigError(
                 f"variants={unknown} unknown; valid: 'fitting', 'all' or a list of {known}"
             )
+    names = [v for v in names if v != own]
+    task = (channels, num_classes)
+    if isinstance(requested, str) and requested in ("fitting", "all"):
+        names = [v for v in names if _shape_of(v, source)[1:] == task]
+    else:
+        other = [v for v in names if _shape_of(v, source)[1:] != task]
+        if other:
+            raise ConfigError(
+                f"variants={other} have other channels or classes than the model "
+                f"({channels} channel(s), {num_classes} classes); leave them out"
+            )
     if requested == "fitting":
-        names = [v for v in names if _canvas_of(v, source) == canvas]
-    return sorted((v for v in names if v != own), key=_table_order)
+        names = [v for v in names if _shape_of(v, source)[0] == canvas]
+    return sorted(names, key=_table_order)
 
 
 def _table_order(variant: str) -> tuple[int, str]:
@@ -175,8 +197,11 @@ def _table_order(variant: str) -> tuple[int, str]:
     return (1 + len(COLUMN_ORDER), variant)
 
 
-def _canvas_of(variant: str, source: str = "mnist") -> int:
-    return int(compose_variant(variant, [f"data/source={source}"]).data.canvas_size)
+@functools.cache
+def _shape_of(variant: str, source: str = "mnist") -> tuple[int, int, int]:
+    """``(canvas_size, channels, num_classes)`` of a variant's data config."""
+    data = compose_variant(variant, [f"data/source={source}"]).data
+    return int(data.canvas_size), int(data.channels), int(data.num_classes)
 
 
 def evaluate_checkpoint(
@@ -206,22 +231,23 @@ def evaluate_checkpoint(
     canvas = int(own_data["canvas_size"])
     row_label = model_label(run_config)
     jobs: list[tuple[str, dict[str, Any], bool]] = [(own or "own", own_data, True)]
-    for variant in select_variants(variants, own, canvas, source):
+    task = int(own_data.get("channels", 1)), int(own_data.get("num_classes", 10))
+    for variant in select_variants(variants, own, canvas, source, *task):
         jobs.append((variant, variant_data_config(variant, run_config, data_dir), False))
     transformer = getattr(net, "input_transformer", None)
     if transformer is None:
         log.info("pose columns left empty: the model has no spatial transformer on its input")
     rows = []
     for name, data_config, is_own in track(jobs, "eval: variants"):
-        images, labels, pose = fixed_test_set(data_config, allow_fetch=allow_fetch)
+        images, labels, poses = fixed_test_set(data_config, allow_fetch=allow_fetch)
         inputs = resize_to_input(images, canvas)
         predicted = predict_labels(net, inputs, canvas, batch_size, device)
         errors = int((predicted != labels).sum())
         column = dataset_label(name, source)
         pose_row = dict.fromkeys(POSE_FIELDS)
-        if transformer is not None and pose is not None:
-            measured = measure_pose(transformer, inputs, pose, images.shape[-1], batch_size)
-            kept = logged_statistics(measured.metrics)
+        if transformer is not None and poses is not None:
+            matched = match_poses(transformer, inputs, poses, images.shape[-1], batch_size)
+            kept = logged_statistics(matched.metrics)
             pose_row = {f"pose_{key}": kept.get(key) for key in POSE_STATISTICS}
         rows.append(
             {

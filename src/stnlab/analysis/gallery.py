@@ -9,15 +9,16 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from stnlab.image_grid import PAD, tile, to_uint8
+from stnlab.image_grid import PAD, tile, to_rgb, to_uint8
 
 
 def labelled_grid(
     images: Tensor, labels: Tensor, cols: int = 8, zoom: int = 2, title: str = ""
 ) -> Image.Image:
-    """Tile ``images`` ``(N, C, S, S)`` in ``[0, 1]`` (C = 1 or 3), each zoomed ``zoom``×
-    with its label in red in its corner, under ``title`` (if any)."""
-    cells = images.detach().float().cpu().clamp(0, 1).expand(-1, 3, -1, -1)
+    """Tile ``images`` ``(N, C, S, S)`` in ``[0, 1]`` (C = 1, 2 or 3: two channels in two
+    colours, :func:`~stnlab.image_grid.to_rgb`), each zoomed ``zoom``× with its label in red
+    in its corner, under ``title`` (if any)."""
+    cells = to_rgb(images.detach().float().cpu().clamp(0, 1))
     cells = cells.repeat_interleave(zoom, dim=-2).repeat_interleave(zoom, dim=-1)
     labelled = []
     for cell, label in zip(cells, labels, strict=True):

@@ -18,7 +18,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from stnlab.callbacks.pictures import publish_picture
 from stnlab.checks import check_range
-from stnlab.image_grid import figure_pixels, to_bytes, to_uint8
+from stnlab.image_grid import figure_pixels, to_bytes, to_rgb, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _transformed(pl_module: L.LightningModule, inputs: Tensor) -> Tensor | None:
 
 def _cell(image: Tensor, zoom: int) -> np.ndarray:
     """``(C, H, W)`` in ``[0, 1]`` → ``uint8`` ``(H·zoom, W·zoom, 3)``."""
-    pixels = to_uint8(image.expand(3, -1, -1) if image.shape[0] == 1 else image)
+    pixels = to_uint8(to_rgb(image[None])[0])
     return pixels.repeat(zoom, axis=0).repeat(zoom, axis=1) if zoom > 1 else pixels
 
 

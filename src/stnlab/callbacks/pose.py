@@ -11,6 +11,7 @@ the spread of poses before and after (:func:`~stnlab.geometry.pose_statistics`).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -73,6 +74,7 @@ def measure_pose(
     pose: PoseRecord,
     canvas_size: int | None = None,
     batch_size: int = 1000,
+    index: int = 0,
 ) -> PoseMeasurement:
     """Pose recovery of ``transformer`` on ``images`` ``(N, C, S, S)`` with their ``pose``.
 
@@ -82,7 +84,7 @@ def measure_pose(
     coordinates, so resizing changes nothing, and reported in pixels of the input
     (``S / 2`` per normalised unit) before and after. Runs the localisation net only,
     without gradients, in eval mode, in batches on the transformer's device; for parallel
-    transformers, the first.
+    transformers, transformer ``index``.
     """
     canvas = canvas_size or images.shape[-1]
     device = next(transformer.parameters()).device
@@ -94,7 +96,7 @@ def measure_pose(
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device)
             points = corners[start : start + batch_size].to(device=device, dtype=x.dtype)
-            located.append(transformer.locate(x, points).double().cpu())
+            located.append(transformer.locate(x, points, index).double().cpu())
     finally:
         transformer.train(was_training)
     unit = images.shape[-1] / 2
@@ -102,6 +104,90 @@ def measure_pose(
     src = box_corners(pose.digit_size, dtype=torch.float64)
     metrics = pose_statistics(src, before, after)
     return PoseMeasurement(metrics, before, after, pose.digit_size)
+
+
+@dataclasses.dataclass
+class PoseMatching:
+    """Pose recovery of every parallel transformer against every digit of the images.
+
+    Attributes:
+        pairs: ``(transformer, digit) → PoseMeasurement`` for every pair (0-based).
+        matched: the one-to-one pairs with the largest total ``undone`` (each transformer
+            with the digit it took; with one transformer and one digit, ``[(0, 0)]``).
+    """
+
+    pairs: dict[tuple[int, int], PoseMeasurement]
+    matched: list[tuple[int, int]]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The pose statistics of the matched pairs, averaged over them."""
+        chosen = [self.pairs[pair].metrics for pair in self.matched]
+        return {key: sum(m[key] for m in chosen) / len(chosen) for key in chosen[0]}
+
+    @property
+    def first(self) -> PoseMeasurement:
+        """The measurement of the first matched pair (transformer 1 and its digit)."""
+        return self.pairs[self.matched[0]]
+
+    def logged(self) -> dict[str, float]:
+        """What is logged as ``val/pose/<key>``: :func:`logged_statistics` of
+        :attr:`metrics`, and with several transformers or digits ``undone_t<k>_d<j>`` for
+        every pair (1-based: transformer k against digit j)."""
+        values = logged_statistics(self.metrics)
+        if len(self.pairs) > 1:
+            for (k, j), measurement in self.pairs.items():
+                values[f"undone_t{k + 1}_d{j + 1}"] = measurement.metrics["undone"]
+        return values
+
+
+def best_matching(undone: dict[tuple[int, int], float]) -> list[tuple[int, int]]:
+    """The one-to-one (transformer, digit) pairs with the largest total ``undone``; pairs
+    with a NaN count as the worst.
+
+    >>> best_matching({(0, 0): 0.1, (0, 1): 0.8, (1, 0): 0.7, (1, 1): 0.2})
+    [(0, 1), (1, 0)]
+    >>> best_matching({(0, 0): 0.1, (0, 1): 0.5})
+    [(0, 1)]
+    """
+    transformers = sorted({k for k, _ in undone})
+    digits = sorted({j for _, j in undone})
+
+    def score(pairs: list[tuple[int, int]]) -> float:
+        values = [undone[p] for p in pairs]
+        return sum(-1e9 if math.isnan(v) else v for v in values)
+
+    if len(transformers) <= len(digits):
+        options = [
+            list(zip(transformers, chosen, strict=True))
+            for chosen in itertools.permutations(digits, len(transformers))
+        ]
+    else:
+        options = [
+            sorted(zip(chosen, digits, strict=True))
+            for chosen in itertools.permutations(transformers, len(digits))
+        ]
+    return max(options, key=score)
+
+
+def match_poses(
+    transformer: SpatialTransformer,
+    images: Tensor,
+    poses: tuple[PoseRecord, ...],
+    canvas_size: int | None = None,
+    batch_size: int = 1000,
+) -> PoseMatching:
+    """:func:`measure_pose` of each parallel transformer against each digit's ``poses``
+    (one record per digit of ``images`` ``(N, C, S, S)``), and the best one-to-one
+    matching of transformers to digits."""
+    copies = getattr(transformer, "num_transformers", 1)
+    pairs = {
+        (k, j): measure_pose(transformer, images, pose, canvas_size, batch_size, index=k)
+        for k in range(copies)
+        for j, pose in enumerate(poses)
+    }
+    matched = best_matching({pair: m.metrics["undone"] for pair, m in pairs.items()})
+    return PoseMatching(pairs, matched)
 
 
 def pose_scatter_image(
@@ -197,21 +283,21 @@ class PoseRecoveryCallback(EveryNEpochs):
         check_range("callbacks.pose.max_points", max_points, integer=True, minimum=1)
         self.dirpath = Path(dirpath)
         self.max_points = max_points
-        self._latest: tuple[int, PoseMeasurement] | None = None  # (global step, result)
+        self._latest: tuple[int, PoseMatching] | None = None  # (global step, result)
         self._told = False
 
     # ----------------------------------------------------------------- metrics
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        measurement = self.measure(trainer, pl_module)
-        if measurement is None:
+        matching = self.measure(trainer, pl_module)
+        if matching is None:
             return
-        for key, value in logged_statistics(measurement.metrics).items():
+        for key, value in matching.logged().items():
             # every rank measures the same digits: the mean over ranks is that value
             pl_module.log(f"val/pose/{key}", value, sync_dist=True)
 
-    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> PoseMeasurement | None:
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> PoseMatching | None:
         """Pose recovery on the validation digits; ``None`` (said once) when it does not apply."""
         net = getattr(pl_module, "net", None)
         transformer = getattr(net, "input_transformer", None)
@@ -226,14 +312,16 @@ class PoseRecoveryCallback(EveryNEpochs):
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "fixed_set"):
             return self._not_applicable("the data module keeps no fixed validation set")
-        images, _, pose = datamodule.fixed_set("val")
-        if pose is None:
+        images, _, _ = datamodule.fixed_set("val")
+        poses = datamodule.fixed_poses("val")
+        if poses is None:
             return self._not_applicable(f"{datamodule.distortion!r} keeps no pose record")
         n = self._covered(trainer, datamodule, len(images))
         batch_size = getattr(datamodule, "eval_batch_size", None) or 1000
-        measurement = measure_pose(transformer, images[:n], pose[:n], batch_size=batch_size)
-        self._latest = (trainer.global_step, measurement)
-        return measurement
+        covered = tuple(pose[:n] for pose in poses)
+        matching = match_poses(transformer, images[:n], covered, batch_size=batch_size)
+        self._latest = (trainer.global_step, matching)
+        return matching
 
     @staticmethod
     def _covered(trainer: L.Trainer, datamodule: Any, size: int) -> int:
@@ -257,13 +345,17 @@ class PoseRecoveryCallback(EveryNEpochs):
         if trainer.global_rank != 0:
             return False
         if self._latest is not None and self._latest[0] == trainer.global_step:
-            measurement: PoseMeasurement | None = self._latest[1]
+            matching: PoseMatching | None = self._latest[1]
         else:  # no validation since the last training step: measure now
-            measurement = self.measure(trainer, pl_module)
-        if measurement is None:
+            matching = self.measure(trainer, pl_module)
+        if matching is None:
             return False
+        measurement = matching.first
         undone = measurement.metrics["undone"]
         title = f"epoch {epoch}: pose undone {undone:.3f} (validation digits)"
+        if len(matching.pairs) > 1:
+            k, j = matching.matched[0]
+            title = f"epoch {epoch}: transformer {k + 1} on digit {j + 1}, pose undone {undone:.3f}"
         image = pose_scatter_image(measurement, title, self.max_points)
         path = self.dirpath / f"epoch_{epoch:03d}.png"
         publish_picture(trainer, "pose_scatter", image, title, path)

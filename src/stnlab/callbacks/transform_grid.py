@@ -24,14 +24,15 @@ class TransformGridCallback(EveryNEpochs):
     """Every ``every_n_epochs`` (and after the last epoch) log a transform grid.
 
     The probe batch is the first ``num_probes`` fixed validation images, so every grid of a
-    run shows the same digits. Each grid goes to ``<dirpath>/epoch_XXX.png`` and to every
-    W&B and TensorBoard logger (``transform_grid``). After each grid the evolution is
-    redrawn: ``<dirpath>/evolution.png``, one row per probe (the first
-    ``evolution_probes``) with its transformed image at every logged epoch (at most 12
-    columns, evenly thinned). At the end of training ``<dirpath>/evolution.gif`` (the grids
-    one after another) is written too, and both go to the loggers
-    (``transform_evolution``; the GIF to W&B only, as TensorBoard needs moviepy for
-    animations). The frames are kept in the
+    run shows the same digits: inputs on the left, then one panel per parallel transformer
+    (two-channel images, MNIST addition, in two colours). Each grid goes to
+    ``<dirpath>/epoch_XXX.png`` and to every W&B and TensorBoard logger
+    (``transform_grid``). After each grid the evolution is redrawn:
+    ``<dirpath>/evolution.png``, one row per probe (the first ``evolution_probes``) with
+    the first transformer's output at every logged epoch (at most 12 columns, evenly
+    thinned). At the end of training ``<dirpath>/evolution.gif`` (the grids one after
+    another) is written too, and both go to the loggers (``transform_evolution``; the GIF
+    to W&B only, as TensorBoard needs moviepy for animations). The frames are kept in the
     checkpoint (``uint8``, a few kB per epoch), so a resumed run's evolution starts at its
     first epoch. Models without a transformer are told once and skipped.
 
@@ -66,10 +67,10 @@ class TransformGridCallback(EveryNEpochs):
     def draw(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> bool:
         """Render the probe batch through the transformer and log it as ``epoch``."""
         net = getattr(pl_module, "net", None)
-        transformed_input = getattr(net, "transformed_input", None)
+        transformed_inputs = getattr(net, "transformed_inputs", None)
         datamodule = getattr(trainer, "datamodule", None)
         if (
-            transformed_input is None
+            transformed_inputs is None
             or datamodule is None
             or not hasattr(datamodule, "probe_batch")
         ):
@@ -80,7 +81,7 @@ class TransformGridCallback(EveryNEpochs):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            outputs = transformed_input(inputs)
+            outputs = transformed_inputs(inputs)
         pl_module.train(was_training)
         if outputs is None:
             self._warn_once("the model has no spatial transformer; no transform grids logged")
@@ -89,10 +90,12 @@ class TransformGridCallback(EveryNEpochs):
             return True
         self._inputs = to_bytes(inputs)
         self._frames = [(e, f) for e, f in self._frames if e != epoch] + [
-            (epoch, to_bytes(outputs))
+            (epoch, to_bytes(outputs[0]))
         ]
-        image = side_by_side(inputs, outputs, zoom=self.upscale)  # uint8: W&B saves floats black
+        image = side_by_side(inputs, *outputs, zoom=self.upscale)  # uint8: W&B saves floats black
         caption = f"epoch {epoch}: inputs (left) → transformed (right)"
+        if len(outputs) > 1:
+            caption = f"epoch {epoch}: inputs, then transformers 1–{len(outputs)} (left to right)"
         publish_picture(trainer, "transform_grid", image, caption, self._path(f"epoch_{epoch:03d}"))
         self._write_evolution()
         return True

@@ -197,13 +197,18 @@ class DigitsDataModule(L.LightningDataModule):
         self._train_gen: torch.Generator | None = None
         self._pending_gen_state: Tensor | None = None
 
+    @property
+    def source_channels(self) -> int:
+        """Channels of one source image; the canvas has ``channels``."""
+        return self.channels
+
     # ----------------------------------------------------------------- set-up
     def prepare_data(self) -> None:
         ensure_dataset(self.root, self.source, allow_fetch=self.allow_fetch)
 
     def _load(self, split: str) -> tuple[Tensor, Tensor]:
         images, labels = load_split(self.root, self.source, split, allow_fetch=False)
-        shape = (self.channels, self.image_size, self.image_size)
+        shape = (self.source_channels, self.image_size, self.image_size)
         got = (1, *images.shape[1:]) if images.ndim == 3 else tuple(images.shape[1:])
         if got != shape:
             raise ConfigError(
@@ -238,35 +243,55 @@ class DigitsDataModule(L.LightningDataModule):
         self, images: Tensor, labels: Tensor, seed: int, split: str
     ) -> tuple[TensorBatches, PoseRecord | None]:
         """Render every image once with parameters drawn for its index from ``seed``; the
-        pose record of those parameters (``None`` for a distortion that keeps none). A bar
-        (rank 0, on a terminal) counts the rendered images of ``split``."""
+        pose record of those parameters (``None`` for a distortion that keeps none)."""
         gen = torch.Generator().manual_seed(seed)
-        params = self.distortion.sample(len(images), gen, torch.device("cpu"))
-        pool = to_float(images)  # clutter sources index the whole set
+        canvases, pose = self._render_digits(images, images, gen, split)
+        return TensorBatches(canvases, labels), pose
+
+    def _render_digits(
+        self, digits: Tensor, pool: Tensor, gen: torch.Generator, split: str
+    ) -> tuple[Tensor, PoseRecord | None]:
+        """Digits ``uint8`` ``(N, h, w)`` → canvases ``(N, C, S, S)`` with parameters drawn
+        from ``gen``, and their pose record (``None`` for a distortion that keeps none).
+        ``pool`` ``uint8`` is the set clutter sources index. A bar (rank 0, on a terminal)
+        counts the rendered images of ``split``."""
+        params = self.distortion.sample(len(digits), gen, torch.device("cpu"))
+        pool = to_float(pool)
         chunks, poses = [], []
         description = f"rendering the {self.variant or self.source} {split} set"
-        with progress_bar(description, len(images), enabled=self._rank_info()[0] == 0) as bar:
-            for start in range(0, len(images), 2048):
+        with progress_bar(description, len(digits), enabled=self._rank_info()[0] == 0) as bar:
+            for start in range(0, len(digits), 2048):
                 part = {k: v[start : start + 2048] for k, v in params.items()}
-                digits = pool[start : start + 2048]
-                chunks.append(self.distortion.render(digits, part, pool=pool))
+                chunk = to_float(digits[start : start + 2048])
+                chunks.append(self.distortion.render(chunk, part, pool=pool))
                 with contextlib.suppress(NotImplementedError):
-                    poses.append(self.distortion.pose_record(part, len(digits)))
-                bar.advance(len(digits))
+                    poses.append(self.distortion.pose_record(part, len(chunk)))
+                bar.advance(len(chunk))
         pose = PoseRecord.cat(poses) if len(poses) == len(chunks) and poses else None
-        return TensorBatches(torch.cat(chunks), labels), pose
+        return torch.cat(chunks), pose
 
     def fixed_set(self, split: str) -> tuple[Tensor, Tensor, PoseRecord | None]:
         """The fixed ``split`` (``"val"`` or ``"test"``): canvases ``(N, C, S, S)`` in
-        ``[0, 1]``, labels ``(N,)`` and each digit's applied pose (``None`` when the
-        distortion keeps no record). Sets itself up when needed."""
+        ``[0, 1]``, labels ``(N,)`` and each image's applied pose (``None`` when the
+        distortion keeps no record; for images of several digits, the first digit's:
+        :meth:`fixed_poses` has them all). Sets itself up when needed."""
         if split not in ("val", "test"):
             raise ValueError(f"split must be 'val' or 'test', got {split!r}")
         if getattr(self, f"{split}_set") is None:
             self.setup("validate" if split == "val" else "test")
         data: TensorBatches = getattr(self, f"{split}_set")
         images, labels = data.tensors
-        return images, labels, getattr(self, f"{split}_pose")
+        poses = self.fixed_poses(split)
+        return images, labels, None if poses is None else poses[0]
+
+    def fixed_poses(self, split: str) -> tuple[PoseRecord, ...] | None:
+        """Each digit's applied pose on the fixed ``split``: one record per digit of an
+        image (one here; :class:`AdditionDataModule` has two), ``None`` when the
+        distortion keeps no record."""
+        if getattr(self, f"{split}_set") is None:
+            self.fixed_set(split)
+        pose = getattr(self, f"{split}_pose")
+        return None if pose is None else (pose,)
 
     # ---------------------------------------------------------------- loaders
     def _rank_info(self) -> tuple[int, int]:

@@ -84,11 +84,19 @@ class STNClassifier(nn.Module):
         the input (a plain classifier, or a transformer on feature maps).
 
         The one place that says what "the transformed image" is: the transform-grid
-        callback, prediction and analysis all use it.
+        callback, prediction and analysis all use it (:meth:`transformed_inputs` for
+        every parallel transformer).
         """
+        outputs = self.transformed_inputs(x)
+        return None if outputs is None else outputs[0]
+
+    def transformed_inputs(self, x: Tensor) -> list[Tensor] | None:
+        """Each parallel transformer's output for ``x`` ``(B, C, H, W)``: a list of
+        ``num_transformers`` images ``(B, C, S', S')`` (see :meth:`transformed_input`), or
+        ``None`` when no transformer warps the input."""
         if self.transformer is None or self.transformer_at != "input":
             return None
-        return self.warp(x)[:, : x.shape[1]]
+        return list(self.warp(x).split(x.shape[1], dim=1))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` → logits ``(B, num_classes)``."""

@@ -76,19 +76,26 @@ class SpatialTransformer(nn.Module):
         """θ ``(B, N·P)`` for input ``(B, C, H, W)``."""
         return self.regressor(self.loc_net(x))
 
-    def first_warp(self, x: Tensor) -> tuple[TransformFamily, Tensor]:
-        """The warp of the first (or only) transformer for input ``(B, C, H, W)``: its
-        family and θ ``(B, P)``, mapping output to input in normalised coordinates."""
-        return self.transform, self.predict_theta(x)[:, : self.transform.num_params]
+    def warp_params(self, x: Tensor, index: int = 0) -> tuple[TransformFamily, Tensor]:
+        """The warp of transformer ``index`` (of ``num_transformers``) for input
+        ``(B, C, H, W)``: its family and θ ``(B, P)``, mapping output to input in
+        normalised coordinates."""
+        if not 0 <= index < self.num_transformers:
+            raise IndexError(
+                f"transformer index {index} out of range: {self.num_transformers} transformer(s)"
+            )
+        p = self.transform.num_params
+        return self.transform, self.predict_theta(x)[:, index * p : (index + 1) * p]
 
-    def locate(self, x: Tensor, points: Tensor) -> Tensor:
-        """Where input points ``(B, M, 2)`` appear on the (first) output: ``(B, M, 2)``.
+    def locate(self, x: Tensor, points: Tensor, index: int = 0) -> Tensor:
+        """Where input points ``(B, M, 2)`` appear on the output of transformer ``index``:
+        ``(B, M, 2)``.
 
         Both in normalised coordinates. The inverse of the sampling map: exact for families
         with a matrix form, Newton steps for the thin-plate spline
         (:func:`~stnlab.geometry.invert_points`).
         """
-        family, theta = self.first_warp(x)
+        family, theta = self.warp_params(x, index)
         return invert_points(family, theta, points)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -149,8 +156,10 @@ class ICSpatialTransformer(SpatialTransformer):
             matrix = matrix @ self.transform.to_matrix(self.predict_theta(view))
         return matrix
 
-    def first_warp(self, x: Tensor) -> tuple[TransformFamily, Tensor]:
+    def warp_params(self, x: Tensor, index: int = 0) -> tuple[TransformFamily, Tensor]:
         """The composed warp as a homography: ``ProjectiveTransform`` and θ ``(B, 8)``."""
+        if index != 0:
+            raise IndexError(f"transformer index {index} out of range: IC-STN has one")
         matrix = self.warp_matrix(x)
         theta = (matrix / matrix[:, 2:, 2:]).flatten(1)[:, :8]
         return ProjectiveTransform(), theta
