@@ -53,10 +53,9 @@ def random_crop_matrix(scale: Tensor, generator: torch.Generator | None = None) 
     of the crop over the side of the image), centre uniform over the places where the crop
     lies inside the image (the centre of the image for a scale of 1 or more).
 
-    >>> random_crop_matrix(torch.tensor([1.0]))
-    tensor([[[1., 0., 0.],
-             [0., 1., 0.],
-             [0., 0., 1.]]])
+    >>> m = random_crop_matrix(torch.tensor([1.0, 0.5]))
+    >>> m[:, 0, 0], m[0, :2, 2].abs().sum(), bool((m[1, :2, 2].abs() <= 0.5).all())
+    (tensor([1.0000, 0.5000]), tensor(0.), True)
     """
     room = (1.0 - scale).clamp(min=0)  # |t| <= 1 − s keeps the crop inside
     unit = torch.rand(len(scale), 2, generator=generator, device=scale.device) * 2 - 1

@@ -41,7 +41,7 @@ def conv_stack(
     strides = [1] * len(channels) if strides is None else list(strides)
     if not len(channels) == len(kernels) == len(strides):
         raise ValueError(
-            f"{what} needs one kernel and stride per conv layer: channels={list(channels)}, "
+            f"{what} needs one kernel per conv layer (and one stride): channels={list(channels)}, "
             f"kernels={list(kernels)}, strides={strides}"
         )
     layers: list[nn.Module] = []
