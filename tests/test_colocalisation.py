@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from stnlab.errors import ConfigError
 from stnlab.geometry import AttentionTransform, box_iou, output_box
 from stnlab.models import triplet_hinge
+from stnlab.models.colocaliser import descriptor
 from stnlab.tasks.train import train
 
 SMALL = (
@@ -159,3 +160,20 @@ def test_colocalisation_run_end_to_end(make_cfg, tmp_path: Path) -> None:
         train(fresh)
     failure = json.loads((tmp_path / "fresh" / "failure.json").read_text())
     assert "src/train.py model=cnn data=mnist" in failure["message"]
+
+
+def test_descriptor_normalisations_by_hand() -> None:
+    conv, logits = torch.tensor([[3.0, 4.0], [0.0, 0.0]]), torch.tensor([[0.0, 2.0], [1.0, 0.0]])
+    raw = descriptor([conv, logits])
+    assert raw.tolist() == [[3.0, 4.0, 0.0, 2.0], [0.0, 0.0, 1.0, 0.0]]
+    # "l2": row 0 has length √29; row 1 length 1
+    l2 = descriptor([conv, logits], "l2")
+    expected = [[3 / 29**0.5, 4 / 29**0.5, 0.0, 2 / 29**0.5], [0.0, 0.0, 1.0, 0.0]]
+    assert l2.tolist() == [pytest.approx(r) for r in expected]
+    # "layer": (0.6, 0.8) and (0, 1), then ÷√2; a zero layer stays zero
+    layer = descriptor([conv, logits], "layer")
+    h = 2**-0.5
+    assert layer.tolist() == [pytest.approx(r) for r in [[0.6 * h, 0.8 * h, 0.0, h], [0, 0, h, 0]]]
+    assert layer[0].norm().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="normalize"):
+        descriptor([conv], "max")

@@ -4,7 +4,7 @@ random crop of the same image. No class or box label is used.
 
 Pure torch: :func:`triplet_hinge` is the loss, :class:`CropEncoder` the encoder ``e()``,
 :class:`Colocaliser` the transformer and the encoder together, :func:`random_crop_matrix`
-the rule that draws ``I_n^rand``.
+the rule that draws ``I_n^rand``, :func:`descriptor` how the encoder's layers are joined.
 """
 
 from __future__ import annotations
@@ -67,6 +67,29 @@ def random_crop_matrix(scale: Tensor, generator: torch.Generator | None = None) 
     return matrix
 
 
+def descriptor(layers: Sequence[Tensor], normalize: str | None = None) -> Tensor:
+    """Concatenate activations ``layers`` (each ``(N, D_i)``) into descriptors ``(N, ΣD_i)``:
+    raw (``None``), scaled to unit length (``"l2"``), or each layer scaled to unit length
+    and the whole by ``1/√k`` (``"layer"``, ``k`` layers; unit length too). A zero row
+    stays zero.
+
+    >>> a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 4.0]])
+    >>> descriptor([a, b], "l2")
+    tensor([[0.6000, 0.0000, 0.0000, 0.8000]])
+    >>> descriptor([a, b], "layer") * 2**0.5
+    tensor([[1.0000, 0.0000, 0.0000, 1.0000]])
+    """
+    if normalize == "layer":
+        scaled = [nn.functional.normalize(a, dim=1) for a in layers]
+        return torch.cat(scaled, dim=1) / len(layers) ** 0.5
+    out = torch.cat(list(layers), dim=1)
+    if normalize == "l2":
+        return nn.functional.normalize(out, dim=1)
+    if normalize is not None:
+        raise ValueError(f"normalize must be None, 'l2' or 'layer', got {normalize!r}")
+    return out
+
+
 class CropEncoder(nn.Module):
     """The frozen encoder ``e()``: a trained classifier's activations as a descriptor.
 
@@ -80,10 +103,21 @@ class CropEncoder(nn.Module):
         classifier: a plain classifier (no transformer) whose backbone has
             ``layer_outputs``; its ``mean``/``std`` normalise the crops first. Its weights
             come from a trained checkpoint (the co-localisation module loads them).
+        normalize: how the descriptor is scaled (the paper does not say): ``None`` (the raw
+            activations: squared distances in the hundreds, so the margin α = 1 is
+            negligible), ``"l2"`` (the concatenation scaled to unit length: squared
+            distances in [0, 4]), ``"layer"`` (each layer scaled to unit length, then the
+            concatenation by ``1/√k`` for ``k`` layers, so it has unit length too and the
+            wide conv layer does not outweigh the hidden and logit layers).
     """
 
-    def __init__(self, classifier: STNClassifier) -> None:
+    NORMALIZE = (None, "l2", "layer")
+
+    def __init__(self, classifier: STNClassifier, normalize: str | None = None) -> None:
         super().__init__()
+        if normalize not in self.NORMALIZE:
+            raise ValueError(f"normalize must be one of {self.NORMALIZE}, got {normalize!r}")
+        self.normalize = normalize
         if classifier.transformer is not None:
             raise ValueError(
                 "the co-localisation encoder is a plain classifier (transformer: null)"
@@ -105,7 +139,7 @@ class CropEncoder(nn.Module):
         """Crops ``(B, C, S, S)`` in ``[0, 1]`` → descriptors ``(B, D)``."""
         net = self.classifier
         x = (crops - net.mean) / net.std
-        return torch.cat([a.flatten(1) for a in net.backbone.layer_outputs(x)], dim=1)
+        return descriptor([a.flatten(1) for a in net.backbone.layer_outputs(x)], self.normalize)
 
 
 class Colocaliser(nn.Module):
