@@ -49,6 +49,9 @@ KNOWN_METRICS = (
     "test/err",
     "test/loss",
     "val/pose/undone",
+    "val/coloc/hit_rate",
+    "val/coloc/hit_rate_best",
+    "test/coloc/hit_rate",
 )
 _SPECIAL_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 _CHECKED_SECTIONS = ("data", "model", "trainer", "callbacks", "logger")

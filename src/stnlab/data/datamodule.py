@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from stnlab.checks import check_batch_split, check_range
-from stnlab.data.distortions import Distortion, NoDistortion, PoseRecord
+from stnlab.data.distortions import Distortion, NoDistortion, Params, PoseRecord
 from stnlab.data.sources import DATASETS, ensure_dataset, load_split
 from stnlab.errors import ConfigError
 from stnlab.progress import progress_bar
@@ -255,7 +255,7 @@ class DigitsDataModule(L.LightningDataModule):
         from ``gen``, and their pose record (``None`` for a distortion that keeps none).
         ``pool`` ``uint8`` is the set clutter sources index. A bar (rank 0, on a terminal)
         counts the rendered images of ``split``."""
-        params = self.distortion.sample(len(digits), gen, torch.device("cpu"))
+        params = self.fixed_params(len(digits), len(pool), gen)
         pool = to_float(pool)
         chunks, poses = [], []
         description = f"rendering the {self.variant or self.source} {split} set"
@@ -269,6 +269,11 @@ class DigitsDataModule(L.LightningDataModule):
                 bar.advance(len(chunk))
         pose = PoseRecord.cat(poses) if len(poses) == len(chunks) and poses else None
         return torch.cat(chunks), pose
+
+    def fixed_params(self, n: int, pool_size: int, gen: torch.Generator) -> Params:
+        """The distortion's parameters for ``n`` digits of a fixed set, drawn from ``gen``
+        on the CPU; ``pool_size`` is the size of the set clutter patches come from."""
+        return self.distortion.sample(n, gen, torch.device("cpu"))
 
     def fixed_set(self, split: str) -> tuple[Tensor, Tensor, PoseRecord | None]:
         """The fixed ``split`` (``"val"`` or ``"test"``): canvases ``(N, C, S, S)`` in

@@ -6,11 +6,13 @@ grid. The same code warps clean digits into distorted ones and distorted inputs 
 
 Modules, bottom to top: ``grids`` (the coordinate convention, identity and 3×3-warp grids),
 ``fields`` (dense displacement grids), ``transforms`` (the families), ``sampler``
-(reading images at a grid or a family's θ).
+(reading images at a grid or a family's θ), ``pose`` and ``boxes`` (points and boxes
+through a warp).
 
 This package imports nothing else from stnlab and knows nothing of Lightning.
 """
 
+from stnlab.geometry.boxes import box_iou, corners_box, output_box
 from stnlab.geometry.fields import displacement_grid, displacement_preimage, smooth_displacement
 from stnlab.geometry.grids import ALIGN_CORNERS, base_grid, grid_coverage, matrix_grid
 from stnlab.geometry.pose import (
@@ -54,7 +56,9 @@ __all__ = [
     "apply_homography",
     "base_grid",
     "box_corners",
+    "box_iou",
     "circular_std",
+    "corners_box",
     "displacement_grid",
     "displacement_preimage",
     "grid_coverage",
@@ -63,6 +67,7 @@ __all__ = [
     "make_family",
     "map_points",
     "matrix_grid",
+    "output_box",
     "pixel_matrix",
     "placement_theta",
     "pose_spread",

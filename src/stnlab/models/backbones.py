@@ -40,6 +40,12 @@ class CNN(nn.Module):
         """``(B, C, S, S)`` → ``(B, num_classes)``."""
         return self.classifier(self.features(x))
 
+    def layer_outputs(self, x: Tensor) -> list[Tensor]:
+        """The activations on the way to the logits for ``(B, C, S, S)``: the flattened
+        conv features ``(B, F)``, each hidden FC layer's ``(B, width)``, then the logits
+        ``(B, num_classes)`` (no softmax)."""
+        return _hidden_and_logits(self.classifier, self.features(x))
+
     def stem(self, x: Tensor) -> Tensor:
         """The first conv block: ``(B, C, S, S)`` → ``(B, channels[0], S/2, S/2)``."""
         return self.features[:3](x)
@@ -66,3 +72,24 @@ class FCN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, S, S)`` → ``(B, num_classes)``."""
         return self.classifier(x)
+
+    def layer_outputs(self, x: Tensor) -> list[Tensor]:
+        """Each hidden layer's activations ``(B, width)``, then the logits ``(B, num_classes)``."""
+        return _hidden_and_logits(self.classifier, x)[1:]
+
+
+def _hidden_and_logits(classifier: nn.Module, x: Tensor) -> list[Tensor]:
+    """Run ``classifier`` on ``x``, keeping its input, every ReLU's output and the result."""
+    outputs = [x]
+    for layer in _leaves(classifier):
+        x = layer(x)
+        if isinstance(layer, nn.ReLU):
+            outputs.append(x)
+    return [*outputs, x]
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    """The layers of nested ``nn.Sequential`` containers, in order."""
+    if isinstance(module, nn.Sequential):
+        return [leaf for child in module for leaf in _leaves(child)]
+    return [module]

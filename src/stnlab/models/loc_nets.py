@@ -29,18 +29,25 @@ def _mlp(in_features: int, hidden: Sequence[int]) -> tuple[nn.Sequential, int]:
 
 
 def conv_stack(
-    in_channels: int, channels: Sequence[int], kernels: Sequence[int], pool: int, what: str
+    in_channels: int,
+    channels: Sequence[int],
+    kernels: Sequence[int],
+    pool: int,
+    what: str,
+    strides: Sequence[int] | None = None,
 ) -> list[nn.Module]:
-    """(conv k×k "same" → ReLU → max-pool) per layer; ReLU and max-pool commute."""
-    if len(channels) != len(kernels):
+    """(conv k×k "same" → ReLU → max-pool) per layer; ReLU and max-pool commute. A conv
+    with stride ``s`` (default 1) keeps the "same" padding and divides the side by ``s``."""
+    strides = [1] * len(channels) if strides is None else list(strides)
+    if not len(channels) == len(kernels) == len(strides):
         raise ValueError(
-            f"{what} needs one kernel per conv layer: channels={list(channels)}, "
-            f"kernels={list(kernels)}"
+            f"{what} needs one kernel per conv layer (and one stride): channels={list(channels)}, "
+            f"kernels={list(kernels)}, strides={strides}"
         )
     layers: list[nn.Module] = []
-    for width, kernel in zip(channels, kernels, strict=True):
+    for width, kernel, stride in zip(channels, kernels, strides, strict=True):
         layers += [
-            nn.Conv2d(in_channels, width, kernel, padding=kernel // 2),
+            nn.Conv2d(in_channels, width, kernel, stride=stride, padding=kernel // 2),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(pool),
         ]
@@ -78,6 +85,8 @@ class ConvLocNet(nn.Module):
         input_pool: max-pool factor applied to the input first (1 = none); cheap on large
             canvases, as in the paper's localisation nets.
         pool: max-pool factor after each conv.
+        strides: stride of each conv layer (default 1 each; the co-localisation
+            experiment's paper net has one 9×9 conv of stride 4).
         width_mult: multiplies every conv channel count and hidden width (a single size
             knob for sweeps and searches).
     """
@@ -92,12 +101,13 @@ class ConvLocNet(nn.Module):
         input_pool: int = 1,
         pool: int = 2,
         width_mult: float = 1.0,
+        strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         channels = scale_widths(channels, width_mult, "ConvLocNet")
         hidden = scale_widths(hidden, width_mult, "ConvLocNet")
         layers: list[nn.Module] = [nn.MaxPool2d(input_pool)] if input_pool > 1 else []
-        layers += conv_stack(in_channels, channels, kernels, pool, "ConvLocNet")
+        layers += conv_stack(in_channels, channels, kernels, pool, "ConvLocNet", strides)
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
         flat = _flat_size(self.features, in_channels, input_size, "ConvLocNet")
