@@ -29,6 +29,7 @@ from stnlab.checks import check_range
 from stnlab.errors import CheckpointError, ConfigError
 from stnlab.geometry import box_iou
 from stnlab.models import Colocaliser, triplet_hinge
+from stnlab.schedules import optimizer_config
 
 log = logging.getLogger(__name__)
 
@@ -198,20 +199,12 @@ class ColocalisationModule(L.LightningModule):
             raise ValueError("model.optimizer needs an explicit lr")
         params = [p for p in self.net.transformer.parameters() if p.requires_grad]
         group = {"params": params, "lr": base_lr * self.hparams.loc_lr_mult, "name": "transformer"}
-        optimizer = self.optimizer_factory(params=[group])
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        factory = self.scheduler_factory
-        total = getattr(factory, "keywords", {}).get("total_steps")
-        if total is not None and int(total) < 1:  # counted in epochs: the trainer knows
-            factory = functools.partial(
-                factory, total_steps=int(self.trainer.estimated_stepping_batches)
-            )
-        scheduler = factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
-        }
+        return optimizer_config(
+            self.optimizer_factory(params=[group]),
+            self.scheduler_factory,
+            self.hparams.scheduler_interval,
+            lambda: self.trainer.estimated_stepping_batches,
+        )
 
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from stnlab.checks import check_range
 from stnlab.models import STNClassifier
+from stnlab.schedules import optimizer_config
 
 
 class STNLitModule(L.LightningModule):
@@ -145,20 +146,12 @@ class STNLitModule(L.LightningModule):
         return self.optimizer_factory(params=groups)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.make_optimizer()
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        factory = self.scheduler_factory
-        total = getattr(factory, "keywords", {}).get("total_steps")
-        if total is not None and int(total) < 1:  # counted in epochs: the trainer knows
-            factory = functools.partial(
-                factory, total_steps=int(self.trainer.estimated_stepping_batches)
-            )
-        scheduler = factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
-        }
+        return optimizer_config(
+            self.make_optimizer(),
+            self.scheduler_factory,
+            self.hparams.scheduler_interval,
+            lambda: self.trainer.estimated_stepping_batches,
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add what Lightning does not keep of the learning: the config and best accuracy."""

@@ -7,7 +7,10 @@ undo ``model.loc_lr_mult`` (the transformer's group runs at a fraction of the ba
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -85,3 +88,26 @@ class WarmupDecayLR(LRScheduler):
             self.last_epoch, self.total_steps, self.warmup_steps, self.shape, self.final_factor
         )
         return [base * factor for base in self.base_lrs]
+
+
+def optimizer_config(
+    optimizer: Optimizer,
+    scheduler_factory: Callable[..., LRScheduler] | None,
+    interval: str,
+    estimated_steps: Callable[[], int],
+) -> dict[str, Any]:
+    """What a LightningModule's ``configure_optimizers`` returns for ``optimizer`` and an
+    optional partial scheduler (``_partial_: true``) stepping every ``interval``
+    (``"epoch"`` or ``"step"``).
+
+    A ``total_steps`` keyword below 1 (``${trainer.max_steps}`` of a run counted in epochs)
+    becomes ``estimated_steps()``: the trainer's estimate of the run's optimiser steps.
+    """
+    if scheduler_factory is None:
+        return {"optimizer": optimizer}
+    factory = scheduler_factory
+    total = getattr(factory, "keywords", {}).get("total_steps")
+    if total is not None and int(total) < 1:  # counted in epochs: the trainer knows
+        factory = functools.partial(factory, total_steps=int(estimated_steps()))
+    scheduler = factory(optimizer=optimizer)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
