@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -41,9 +42,31 @@ def conf_dir() -> Path:
     )
 
 
-def data_variants() -> list[str]:
-    """The data variants, one per file of ``conf/data/`` (``mnist``, ``rotated``, …)."""
-    return sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml"))
+def data_variants(*, single_digit: bool = False) -> list[str]:
+    """The data variants, one per file of ``conf/data/`` (``mnist``, ``rotated``, …).
+
+    ``single_digit``: only the distortions of one labelled digit per image, those whose
+    file keeps ``mnist.yaml``'s data module (the Table-1 variants); MNIST addition and
+    co-localisation name their own ``_target_`` and are left out.
+    """
+    names = sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml"))
+    if single_digit:
+        names = [n for n in names if _data_module_file(n) == "mnist"]
+    return names
+
+
+def _data_module_file(variant: str) -> str:
+    """The ``conf/data/`` file whose ``_target_`` a variant uses: itself, or the file it
+    extends (the first entry of its defaults list), followed until one names it."""
+    seen = []
+    while variant not in seen:
+        seen.append(variant)
+        config = yaml.safe_load((conf_dir() / "data" / f"{variant}.yaml").read_text()) or {}
+        bases = [d for d in config.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        if "_target_" in config or not bases:
+            return variant
+        variant = bases[0]
+    return variant
 
 
 def compose_config(

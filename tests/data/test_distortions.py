@@ -25,7 +25,9 @@ from stnlab.data.distortions import (
 from stnlab.geometry import smooth_displacement
 from stnlab.tasks import train
 
-VARIANTS = data_variants()
+# The classification variants (single digits and addition); co-localisation's data (boxes,
+# one class, its own sizes) is tested in tests/test_colocalisation.py.
+VARIANTS = [*data_variants(single_digit=True), "addition"]
 CPU = torch.device("cpu")
 
 

@@ -156,10 +156,10 @@ def select_variants(
     """Variants to test besides ``own``: ``fitting`` (the model's canvas), ``all``, or a list.
 
     ``source`` is the image source (``mnist``, ``cifar10`` …), which sets the image size
-    and so the canvas of the undistorted variant. Only variants with the model's
-    ``channels`` and ``num_classes`` can be tested (MNIST addition's two-channel sums
-    and the single digits do not mix): ``fitting`` and ``all`` leave the others out, a
-    list that names one is an error.
+    and so the canvas of the undistorted variant. Only classification variants with the
+    model's ``channels`` and ``num_classes`` can be tested (MNIST addition's two-channel
+    sums and the single digits do not mix; co-localisation sets hold boxes, not labels):
+    ``fitting`` and ``all`` leave the others out, a list that names one is an error.
     """
     if isinstance(requested, str) and requested in ("fitting", "all"):
         names = data_variants()
@@ -172,7 +172,7 @@ def select_variants(
                 f"variants={unknown} unknown; valid: 'fitting', 'all' or a list of {known}"
             )
     names = [v for v in names if v != own]
-    task = (channels, num_classes)
+    task = (channels, num_classes, True)
     if isinstance(requested, str) and requested in ("fitting", "all"):
         names = [v for v in names if _shape_of(v, source)[1:] == task]
     else:
@@ -197,11 +197,20 @@ def _table_order(variant: str) -> tuple[int, str]:
     return (1 + len(COLUMN_ORDER), variant)
 
 
+CLASSIFICATION_DATA = (
+    "stnlab.data.datamodule.DigitsDataModule",
+    "stnlab.data.addition.AdditionDataModule",
+)
+"""Data modules whose test sets hold labels that :func:`evaluate_checkpoint` can score."""
+
+
 @functools.cache
-def _shape_of(variant: str, source: str = "mnist") -> tuple[int, int, int]:
-    """``(canvas_size, channels, num_classes)`` of a variant's data config."""
+def _shape_of(variant: str, source: str = "mnist") -> tuple[int, int, int, bool]:
+    """``(canvas_size, channels, num_classes, labelled)`` of a variant's data config;
+    ``labelled``: a classification set (:data:`CLASSIFICATION_DATA`)."""
     data = compose_variant(variant, [f"data/source={source}"]).data
-    return int(data.canvas_size), int(data.channels), int(data.num_classes)
+    labelled = data.get("_target_") in CLASSIFICATION_DATA
+    return int(data.canvas_size), int(data.channels), int(data.num_classes), labelled
 
 
 def evaluate_checkpoint(

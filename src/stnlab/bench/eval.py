@@ -22,7 +22,7 @@ from stnlab.checkpoints import load_checkpoint_net
 from stnlab.config import data_variants
 from stnlab.config_checks import instantiate_checked
 
-ALL_VARIANTS = data_variants()
+ALL_VARIANTS = data_variants(single_digit=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
