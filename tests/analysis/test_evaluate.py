@@ -91,6 +91,8 @@ def test_eval_errors_name_the_bad_value(
     ckpt, _ = tiny_run
     with pytest.raises(ConfigError, match=r"variants=\['rotatd'\].*valid"):
         select_variants(["rotatd"], "rotated", 28)
+    with pytest.raises(ConfigError, match=r"variants=\['addition', 'colocalisation'\] are not"):
+        select_variants(["rts", "addition", "colocalisation"], "rotated", 28)
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate(make_task_cfg("eval", f"ckpt_path={tmp_path / 'nope.ckpt'}", "~logger"))
     assert json.loads((tmp_path / "eval" / "failure.json").read_text())["error"] == (

@@ -179,7 +179,7 @@ def select_variants(
         other = [v for v in names if _shape_of(v, source)[1:] != task]
         if other:
             raise ConfigError(
-                f"variants={other} have other channels or classes than the model "
+                f"variants={other} are not labelled test sets of the model's task "
                 f"({channels} channel(s), {num_classes} classes); leave them out"
             )
     if requested == "fitting":
