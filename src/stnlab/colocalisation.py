@@ -29,9 +29,13 @@ from stnlab.checks import check_range
 from stnlab.errors import CheckpointError, ConfigError
 from stnlab.geometry import box_iou
 from stnlab.models import Colocaliser, triplet_hinge
+from stnlab.module import restore_best, save_run_record
 from stnlab.schedules import optimizer_config
 
 log = logging.getLogger(__name__)
+
+BEST_KEY = "stnlab_val_hit_rate_best"
+"""Where a checkpoint keeps the best validation hit rate so far."""
 
 ENCODER_COMMAND = (
     "python src/train.py model=cnn data=mnist trainer.max_epochs=3 "
@@ -209,13 +213,8 @@ class ColocalisationModule(L.LightningModule):
     # -------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add the run's config and the best validation hit rate to the checkpoint."""
-        if self.run_config is not None:
-            checkpoint["stnlab_config"] = self.run_config
-        if self.val_hit_rate_best.update_called:
-            checkpoint["stnlab_val_hit_rate_best"] = float(self.val_hit_rate_best.compute())
+        save_run_record(checkpoint, self.run_config, self.val_hit_rate_best, BEST_KEY)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        best = checkpoint.get("stnlab_val_hit_rate_best")
-        if best is not None:
-            self.val_hit_rate_best.reset()
-            self.val_hit_rate_best(torch.tensor(best))
+        """Restore the best validation hit rate saved with the weights."""
+        restore_best(checkpoint, self.val_hit_rate_best, BEST_KEY)

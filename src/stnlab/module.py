@@ -155,14 +155,27 @@ class STNLitModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Add what Lightning does not keep of the learning: the config and best accuracy."""
-        if self.run_config is not None:
-            checkpoint["stnlab_config"] = self.run_config
-        if self.val_acc_best.update_called:
-            checkpoint["stnlab_val_acc_best"] = float(self.val_acc_best.compute())
+        save_run_record(checkpoint, self.run_config, self.val_acc_best, "stnlab_val_acc_best")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the best validation accuracy saved with the weights."""
-        best = checkpoint.get("stnlab_val_acc_best")
-        if best is not None:
-            self.val_acc_best.reset()
-            self.val_acc_best(torch.tensor(best))
+        restore_best(checkpoint, self.val_acc_best, "stnlab_val_acc_best")
+
+
+def save_run_record(
+    checkpoint: dict[str, Any], run_config: dict[str, Any] | None, best: MaxMetric, key: str
+) -> None:
+    """Put the run's resolved config (``stnlab_config``) and the best value of ``best`` so
+    far (under ``key``) into ``checkpoint``: what Lightning does not keep of a run."""
+    if run_config is not None:
+        checkpoint["stnlab_config"] = run_config
+    if best.update_called:
+        checkpoint[key] = float(best.compute())
+
+
+def restore_best(checkpoint: dict[str, Any], best: MaxMetric, key: str) -> None:
+    """Set ``best`` to the value :func:`save_run_record` stored under ``key``, if any."""
+    value = checkpoint.get(key)
+    if value is not None:
+        best.reset()
+        best(torch.tensor(value))
