@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,24 @@ def measure_pose(
     without gradients, in eval mode, in batches on the transformer's device; for parallel
     transformers, transformer ``index``.
     """
+    return _measure_digits(transformer, images, (pose,), canvas_size, batch_size, index)[0]
+
+
+@torch.no_grad()
+def _measure_digits(
+    transformer: SpatialTransformer,
+    images: Tensor,
+    poses: Sequence[PoseRecord],
+    canvas_size: int | None,
+    batch_size: int,
+    index: int,
+) -> list[PoseMeasurement]:
+    """:func:`measure_pose` against each of ``poses`` (one record per digit of
+    ``images``), from one localisation pass: every digit's corners are located together."""
     canvas = canvas_size or images.shape[-1]
     device = next(transformer.parameters()).device
-    corners = pose.corners.double() * (2.0 / canvas) - 1.0  # normalised input coordinates
+    # normalised input coordinates, every digit's four corners side by side: (N, 4·D, 2)
+    corners = torch.cat([pose.corners.double() for pose in poses], dim=1) * (2.0 / canvas) - 1.0
     was_training = transformer.training
     transformer.eval()
     try:
@@ -101,9 +117,15 @@ def measure_pose(
         transformer.train(was_training)
     unit = images.shape[-1] / 2
     before, after = corners * unit, torch.cat(located) * unit
-    src = box_corners(pose.digit_size, dtype=torch.float64)
-    metrics = pose_statistics(src, before, after)
-    return PoseMeasurement(metrics, before, after, pose.digit_size)
+    measurements = []
+    for j, pose in enumerate(poses):
+        digit = slice(4 * j, 4 * j + 4)
+        src = box_corners(pose.digit_size, dtype=torch.float64)
+        metrics = pose_statistics(src, before[:, digit], after[:, digit])
+        measurements.append(
+            PoseMeasurement(metrics, before[:, digit], after[:, digit], pose.digit_size)
+        )
+    return measurements
 
 
 @dataclasses.dataclass
@@ -182,9 +204,11 @@ def match_poses(
     matching of transformers to digits."""
     copies = getattr(transformer, "num_transformers", 1)
     pairs = {
-        (k, j): measure_pose(transformer, images, pose, canvas_size, batch_size, index=k)
+        (k, j): measurement
         for k in range(copies)
-        for j, pose in enumerate(poses)
+        for j, measurement in enumerate(
+            _measure_digits(transformer, images, poses, canvas_size, batch_size, k)
+        )
     }
     matched = best_matching({pair: m.metrics["undone"] for pair, m in pairs.items()})
     return PoseMatching(pairs, matched)

@@ -86,7 +86,7 @@ class AdditionDataModule(DigitsDataModule):
         seeded shuffle of the batch, both distorted with fresh parameters."""
         gen = self.train_generator(digits.device)
         b = len(digits)
-        order = torch.randperm(b, generator=gen, device=gen.device).to(digits.device)
+        order = torch.randperm(b, generator=gen, device=digits.device)
         partner = torch.empty_like(order)
         partner[order] = order.roll(-1)
         images = to_float(digits)

@@ -89,8 +89,8 @@ class ColocalisationDataModule(DigitsDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.val_set is None:
-            pool = self._clutter_pool()
-            labels = self._load("train")[1]
+            pool, labels = self._load("train")
+            self._pool = pool  # clutter comes from the same file: read it once
             found = self._of_class(labels, "training", self.train_size + self.val_size)
             order = found[
                 torch.randperm(len(found), generator=torch.Generator().manual_seed(self.eval_seed))

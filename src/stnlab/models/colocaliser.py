@@ -224,7 +224,7 @@ class Colocaliser(nn.Module):
 
     def transformed_input(self, x: Tensor) -> Tensor:
         """The crops ``(B, C, S, S)``."""
-        return self.crop(x)[0]
+        return self.transformed_inputs(x)[0]
 
     def forward(self, x: Tensor) -> Tensor:
         """Images ``(B, C, H, H)`` → descriptors of their crops ``(B, D)``."""
