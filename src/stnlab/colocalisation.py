@@ -21,6 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MaxMetric, MeanMetric
 
@@ -47,11 +48,13 @@ ENCODER_COMMAND = (
 class ColocalisationModule(L.LightningModule):
     """Trains a :class:`~stnlab.models.Colocaliser`'s transformer with the triplet hinge.
 
-    Logs ``train/loss`` and, every epoch, ``train/coloc/hit_rate`` (on the optimisation
-    set itself, the paper's measure); every validation ``val/coloc/hit_rate``,
-    ``val/coloc/mean_iou`` and ``val/coloc/hit_rate_best``; at test ``test/coloc/hit_rate``
-    and ``test/coloc/mean_iou``. A hit is a predicted box with IoU > ``iou_threshold``
-    with the true box.
+    Logs ``train/loss`` (the box error while searching, then the hinge),
+    ``train/coloc/search_hit_rate`` while searching and, every epoch,
+    ``train/coloc/hit_rate`` (on the optimisation set itself, the paper's measure); every
+    validation ``val/coloc/hit_rate``, ``val/coloc/mean_iou`` and
+    ``val/coloc/hit_rate_best``; at test ``test/coloc/hit_rate`` and
+    ``test/coloc/mean_iou``. A hit is a predicted box with IoU > ``iou_threshold`` with the
+    true box.
 
     Args:
         net: the transformer and the frozen encoder.
@@ -68,6 +71,14 @@ class ColocalisationModule(L.LightningModule):
             every ``schedule=`` composes; the transformer is all that trains).
         label_smoothing: unused (no class labels here); accepted so that the schedules
             that set it for classifiers compose.
+        search_steps: how the hinge is minimised. ``None`` (every step): the transformer
+            learns to predict the boxes that :meth:`~stnlab.models.Colocaliser.search_boxes`
+            picks for the batch (squared error of the box corners in canvas units; the
+            search minimises the triplet hinge over a grid of crops, with no label or
+            box). An integer ``n``: that for the first ``n`` steps, then gradient descent
+            on the hinge itself; ``0`` is the paper's recipe, descent from the first step,
+            which here drifts to background, and descent after a search leaves the digits
+            too (docs/colocalisation.md).
     """
 
     def __init__(
@@ -81,6 +92,7 @@ class ColocalisationModule(L.LightningModule):
         iou_threshold: float = 0.5,
         loc_lr_mult: float = 1.0,
         label_smoothing: float = 0.0,
+        search_steps: int | None = None,
     ) -> None:
         super().__init__()
         if scheduler_interval not in ("epoch", "step"):
@@ -90,6 +102,8 @@ class ColocalisationModule(L.LightningModule):
         check_range("model.margin", margin, minimum=0)
         check_range("model.iou_threshold", iou_threshold, minimum=0, below=1)
         check_range("model.loc_lr_mult", loc_lr_mult, above=0)
+        if search_steps is not None:
+            check_range("model.search_steps", search_steps, minimum=0)
         self.save_hyperparameters(
             {
                 "scheduler_interval": scheduler_interval,
@@ -97,6 +111,7 @@ class ColocalisationModule(L.LightningModule):
                 "margin": float(margin),
                 "iou_threshold": float(iou_threshold),
                 "loc_lr_mult": float(loc_lr_mult),
+                "search_steps": None if search_steps is None else int(search_steps),
             },
             logger=False,
         )
@@ -162,13 +177,26 @@ class ColocalisationModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, true_boxes = batch  # the boxes only measure; the loss never reads them
-        crops, theta = self.net.crop(x)
-        with torch.no_grad():
-            negatives = self.net.encoder(self.net.random_crops(x, theta))
-        loss = triplet_hinge(self.net.encoder(crops), negatives, self.hparams.margin)
+        size = x.shape[-1]
+        search_steps = self.hparams.search_steps
+        if search_steps is None or self.global_step < search_steps:
+            theta = self.net.transformer.predict_theta(x)
+            target = self.net.search_boxes(x, self.hparams.margin)
+            loss = F.mse_loss(self.net.boxes_of(theta, size) / size, target / size)
+            found = box_iou(target.float(), true_boxes.float()) > self.hparams.iou_threshold
+            self.log("train/coloc/search_hit_rate", found.float().mean(), on_epoch=True)
+        else:
+            if self.global_step == search_steps > 0:
+                # The hinge's gradients are orders of magnitude above the box error's:
+                # moment estimates from the search would turn its first steps into jumps.
+                for optimizer in self.trainer.optimizers:
+                    optimizer.state.clear()
+            crops, theta = self.net.crop(x)
+            with torch.no_grad():
+                negatives = self.net.encoder(self.net.random_crops(x, theta))
+            loss = triplet_hinge(self.net.encoder(crops), negatives, self.hparams.margin)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
-        boxes = self.net.boxes_of(theta.detach(), x.shape[-1])
-        self._measure(boxes, true_boxes, "train")
+        self._measure(self.net.boxes_of(theta.detach(), size), true_boxes, "train")
         return loss
 
     def on_train_epoch_end(self) -> None:

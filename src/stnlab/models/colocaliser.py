@@ -4,7 +4,9 @@ random crop of the same image. No class or box label is used.
 
 Pure torch: :func:`triplet_hinge` is the loss, :class:`CropEncoder` the encoder ``e()``,
 :class:`Colocaliser` the transformer and the encoder together, :func:`random_crop_matrix`
-the rule that draws ``I_n^rand``, :func:`descriptor` how the encoder's layers are joined.
+the rule that draws ``I_n^rand``, :func:`descriptor` how the encoder's layers are joined,
+:func:`crop_grid` and :func:`choose_crops` the search that gives the transformer its start
+(:meth:`Colocaliser.search_boxes`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,65 @@ def random_crop_matrix(scale: Tensor, generator: torch.Generator | None = None) 
     matrix[:, :2, 2] = shift
     matrix[:, 2, 2] = 1.0
     return matrix
+
+
+def crop_grid(scales: Sequence[float], steps: int) -> Tensor:
+    """Attention warps ``(K, 3, 3)`` of candidate crops, ``K = len(scales) · steps²``: for
+    each scale (crop side over image side, in ``(0, 1]``), ``steps × steps`` centres spread
+    evenly over the places where a crop of that scale lies inside the image.
+
+    >>> m = crop_grid([0.5, 1.0], 2)
+    >>> m.shape, m[:4, 0, 2].tolist(), m[4:, :2, 2].abs().sum().item()
+    (torch.Size([8, 3, 3]), [-0.5, 0.5, -0.5, 0.5], 0.0)
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    warps = []
+    for scale in scales:
+        if not 0 < scale <= 1:
+            raise ValueError(f"every crop scale must be in (0, 1], got {scale}")
+        room = 1.0 - scale
+        centres = torch.linspace(-room, room, steps) if steps > 1 else torch.zeros(1)
+        ty, tx = torch.meshgrid(centres, centres, indexing="ij")
+        m = torch.zeros(steps * steps, 3, 3)
+        m[:, 0, 0] = m[:, 1, 1] = scale
+        m[:, 0, 2], m[:, 1, 2], m[:, 2, 2] = tx.flatten(), ty.flatten(), 1.0
+        warps.append(m)
+    return torch.cat(warps)
+
+
+def choose_crops(crops: Tensor, to_random: Tensor, margin: float = 1.0, sweeps: int = 3) -> Tensor:
+    """One candidate crop per image that (locally) minimises the triplet hinge of
+    :func:`triplet_hinge` over the ``N`` images: descriptors ``crops`` ``(N, K, D)`` of
+    ``K`` candidate crops of each image, ``to_random`` ``(N, K)`` each candidate's squared
+    distance to random crops of its image. Start: each image's candidate farthest from its
+    random crops; then ``sweeps`` rounds of coordinate descent (each image in turn takes
+    the candidate that minimises the hinge of every ordered pair it is in, the others'
+    choices fixed). Returns the chosen indices ``(N,)``.
+
+    >>> crops = torch.tensor([[[0.0], [5.0]], [[9.0], [5.0]]])  # 2 images, 2 candidates
+    >>> choose_crops(crops, torch.full((2, 2), 4.0)).tolist()  # the alike pair wins
+    [1, 1]
+    """
+    n = len(crops)
+    choice = to_random.argmax(dim=1)
+    norms = crops.square().sum(dim=2)  # (N, K)
+    for _ in range(sweeps):
+        changed = False
+        for i in range(n):
+            others = torch.arange(n, device=crops.device) != i
+            chosen = crops[others, choice[others]]  # (N-1, D)
+            between = (
+                norms[i][:, None] + chosen.square().sum(1)[None] - 2 * crops[i] @ chosen.T
+            ).clamp(min=0)  # (K, N-1)
+            as_anchor = (between - to_random[i][:, None] + margin).clamp(min=0)
+            as_partner = (between - to_random[others, choice[others]][None] + margin).clamp(min=0)
+            best = (as_anchor + as_partner).sum(dim=1).argmin()
+            changed |= bool(best != choice[i])
+            choice[i] = best
+        if not changed:
+            break
+    return choice
 
 
 def descriptor(layers: Sequence[Tensor], normalize: str | None = None) -> Tensor:
@@ -154,6 +215,12 @@ class Colocaliser(nn.Module):
             takes the transformer's own scale for the same image (a crop of the same size
             at a random place, so only *where* the crop is can make it win), ``[low,
             high]`` a scale drawn uniformly in that range.
+        search_scales: the crop scales :meth:`search_boxes` tries (crop side over image
+            side), each at ``search_grid × search_grid`` places.
+        search_grid: candidate centres per axis and scale.
+        search_random_crops: random crops per image and scale that estimate
+            ``‖e(I_n^T) − e(I_n^rand)‖²`` for each candidate.
+        search_sweeps: rounds of coordinate descent in :func:`choose_crops`.
     """
 
     def __init__(
@@ -161,6 +228,10 @@ class Colocaliser(nn.Module):
         transformer: SpatialTransformer,
         encoder: CropEncoder,
         negative_scale: Sequence[float] | None = None,
+        search_scales: Sequence[float] = (0.25, 1 / 3, 0.45),
+        search_grid: int = 7,
+        search_random_crops: int = 8,
+        search_sweeps: int = 3,
     ) -> None:
         super().__init__()
         if transformer.num_transformers != 1 or transformer.output_size is None:
@@ -177,6 +248,14 @@ class Colocaliser(nn.Module):
         self.transformer = transformer
         self.encoder = encoder
         self.negative_scale = negative_scale
+        self.register_buffer("candidates", crop_grid(search_scales, search_grid), persistent=False)
+        if search_random_crops < 1 or search_sweeps < 0:
+            raise ValueError(
+                "search_random_crops must be at least 1 and search_sweeps at least 0, got "
+                f"{search_random_crops} and {search_sweeps}"
+            )
+        self.search_random_crops = search_random_crops
+        self.search_sweeps = search_sweeps
 
     @property
     def input_transformer(self) -> SpatialTransformer:
@@ -208,6 +287,40 @@ class Colocaliser(nn.Module):
             scale = low + (high - low) * u
         warp = random_crop_matrix(scale.to(x.dtype), generator)
         return sample(x, matrix_grid(warp, (self.crop_size, self.crop_size)))
+
+    @torch.no_grad()
+    def search_boxes(
+        self, x: Tensor, margin: float = 1.0, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The candidate crop of each image ``x`` ``(B, C, H, H)`` that the triplet hinge
+        prefers, found by search instead of descent (no label, no box): every crop of
+        :attr:`candidates` is embedded, each candidate's distance to random crops of the
+        same scale is estimated, and :func:`choose_crops` picks one per image. Returns their
+        boxes ``(B, 4)`` in pixels of ``x``: a start for the transformer, which descent
+        alone does not find (docs/colocalisation.md).
+        """
+        b, k, side = len(x), len(self.candidates), self.crop_size
+        grid = matrix_grid(self.candidates.to(x.dtype), (side, side))  # (K, S, S, 2)
+        embedded = torch.stack(  # (B, K, D)
+            [self.encoder(sample(img.expand(k, *img.shape[1:]), grid)) for img in x.unsqueeze(1)]
+        )
+        scales = self.candidates[:, 0, 0]
+        to_random = torch.empty(b, k, dtype=embedded.dtype, device=x.device)
+        r = self.search_random_crops
+        for scale in scales.unique():
+            at = scales == scale
+            warp = random_crop_matrix(scale.expand(b * r).to(x.dtype), generator)
+            rand = self.encoder(sample(x.repeat_interleave(r, 0), matrix_grid(warp, (side, side))))
+            rand = rand.view(b, r, -1)  # mean over r of ‖e − r‖² = ‖e‖² − 2 e·r̄ + mean ‖r‖²
+            e = embedded[:, at]
+            to_random[:, at] = (
+                e.square().sum(2)
+                - 2 * (e @ rand.mean(1).unsqueeze(2)).squeeze(2)
+                + rand.square().sum(2).mean(1, keepdim=True)
+            )
+        chosen = self.candidates[choose_crops(embedded, to_random, margin, self.search_sweeps)]
+        scale, centre = chosen[:, :1, 0], chosen[:, :2, 2]  # (B, 1), (B, 2): x, y
+        return torch.cat([centre - scale, centre + scale], dim=1).add(1) * (x.shape[-1] / 2)
 
     def boxes_of(self, theta: Tensor, input_size: int) -> Tensor:
         """The box the crop of θ ``(B, P)`` covers on a square input of ``input_size``
