@@ -7,14 +7,16 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from PIL import Image
 
 from stnlab.errors import ConfigError
 from stnlab.geometry import AttentionTransform, box_iou, output_box
 from stnlab.models import triplet_hinge
-from stnlab.models.colocaliser import descriptor
+from stnlab.models.colocaliser import choose_crops, crop_grid, descriptor
 from stnlab.tasks.train import train
 
 SMALL = (
@@ -127,7 +129,14 @@ def test_colocalisation_run_end_to_end(make_cfg, tmp_path: Path) -> None:
     train(encoder_cfg)
     encoder = tmp_path / "encoder" / "checkpoints" / "last.ckpt"
     run = tmp_path / "coloc"
-    overrides = ("experiment=colocalisation/tc", "digit=3", *SMALL, "trainer.max_epochs=2")
+    # 2 steps an epoch: epoch 0 learns the searched boxes, epoch 1 descends the hinge
+    overrides = (
+        "experiment=colocalisation/tc",
+        "digit=3",
+        *SMALL,
+        "trainer.max_epochs=2",
+        "model.search_steps=2",
+    )
     cfg = make_cfg(*overrides, f"model.encoder_ckpt={encoder}", output_dir=run)
     metrics = train(cfg)
 
@@ -135,11 +144,24 @@ def test_colocalisation_run_end_to_end(make_cfg, tmp_path: Path) -> None:
     assert 0.0 <= metrics["val/coloc/hit_rate_best"] <= 1.0
     assert (run / "checkpoints" / "best.ckpt").is_file()
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert sorted(p.name for p in (run / "transform_grids").glob("epoch_*.png"))
+    grids = sorted((run / "transform_grids").glob("epoch_*.png"))
+    assert grids
+    # the crop's box (red) and the true box (green) are drawn on the input canvases
+    pixels = np.asarray(Image.open(grids[-1]).convert("RGB")).reshape(-1, 3).astype(int)
+    red, green, blue = pixels.T
+    assert ((red > 200) & (green < 100) & (blue < 100)).any()
+    assert ((green > 200) & (red < 100) & (blue < 100)).any()
     assert not (run / "failure.json").exists()
     with open(run / "csv" / "metrics.csv") as f:
         logged = [row for row in csv.DictReader(f) if row.get("val/coloc/hit_rate")]
     assert len(logged) == 2  # every validation epoch
+    with open(run / "csv" / "metrics.csv") as f:
+        searched = {
+            int(row["epoch"])
+            for row in csv.DictReader(f)
+            if row.get("train/coloc/search_hit_rate_epoch")
+        }
+    assert searched == {0}  # the search's boxes are learnt for model.search_steps steps only
     assert "test/coloc/hit_rate" in json.loads((run / "metrics.json").read_text())
 
     # The encoder's weights travel in the checkpoint: testing it needs no encoder file.
@@ -177,3 +199,65 @@ def test_descriptor_normalisations_by_hand() -> None:
     assert layer[0].norm().item() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="normalize"):
         descriptor([conv], "max")
+
+
+# ------------------------------------------------------------------------------ search
+def test_crop_grid_spans_the_image_with_every_crop_inside() -> None:
+    warps = crop_grid([0.25, 0.5, 1.0], 3)
+    assert warps.shape == (27, 3, 3)
+    for i, scale in enumerate([0.25, 0.5, 1.0]):
+        w = warps[9 * i : 9 * (i + 1)]
+        assert (w[:, 0, 0] == scale).all() and (w[:, 1, 1] == scale).all()
+        shifts = w[:, :2, 2]
+        assert shifts.abs().max().item() == pytest.approx(1 - scale)  # corners touch edges
+        expected = sorted({scale - 1, 0.0, 1 - scale})  # one place for a whole-image crop
+        assert sorted(set(shifts[:, 0].tolist())) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="scale"):
+        crop_grid([1.5], 3)
+    with pytest.raises(ValueError, match="steps"):
+        crop_grid([0.5], 0)
+
+
+def test_choose_crops_finds_the_object_every_image_shares() -> None:
+    # 4 images, 3 candidate crops each, descriptors in 9 dimensions: the object is 3·e0
+    # in every image (at candidate 0, 1, 2, 1); every other crop is clutter, 3·e_j with
+    # its own j. All crops lie equally far (9) from their image's random crops, so the
+    # start (the farthest candidate: the first) finds the object in image 0 only.
+    where = [0, 1, 2, 1]
+    crops = torch.zeros(4, 3, 9)
+    j = 1
+    for n, k_object in enumerate(where):
+        for k in range(3):
+            crops[n, k, 0 if k == k_object else j] = 3.0
+            j += k != k_object
+    choice = choose_crops(crops, torch.full((4, 3), 9.0), margin=1.0, sweeps=3)
+    assert choice.tolist() == where
+    # no sweep: the start only
+    assert choose_crops(crops, torch.full((4, 3), 9.0), sweeps=0).tolist() == [0, 0, 0, 0]
+
+
+class _PooledEncoder(torch.nn.Module):
+    """Crops ``(B, 1, S, S)`` → their 4×4 average-pooled pixels ``(B, 16)``."""
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(crops, 4).flatten(1)
+
+
+def test_search_boxes_find_a_pattern_shared_by_every_image(make_cfg) -> None:
+    # 12 black 84×84 canvases, each with the same 28×28 ring at a random place; no label
+    # and no box goes into the search, and it finds every ring (IoU > 0.5).
+    cfg = make_cfg("experiment=colocalisation/t")
+    net = instantiate(cfg.model.net)
+    net.encoder = _PooledEncoder()
+    gen = torch.Generator().manual_seed(0)
+    ring = torch.ones(28, 28)
+    ring[7:21, 7:21] = 0.0
+    x, true = torch.zeros(12, 1, 84, 84), torch.zeros(12, 4)
+    for n in range(12):
+        left, top = (int(v) for v in torch.randint(0, 57, (2,), generator=gen))
+        x[n, 0, top : top + 28, left : left + 28] = ring
+        true[n] = torch.tensor([left, top, left + 28, top + 28])
+    boxes = net.search_boxes(x, margin=1.0, generator=gen)
+    assert boxes.shape == (12, 4)
+    iou = box_iou(boxes, true)
+    assert (iou > 0.5).all(), iou

@@ -48,6 +48,36 @@ def to_rgb(images: Tensor) -> Tensor:
     raise ValueError(f"cannot show images of {channels} channels (1, 2 or 3)")
 
 
+BOX_COLOURS = {"found": (1.0, 0.25, 0.25), "true": (0.2, 0.9, 0.2)}
+"""Outline colours: the box a model found (red) and the true box (green)."""
+
+
+def draw_boxes(
+    images: Tensor, boxes: Tensor, colour: tuple[float, float, float] = BOX_COLOURS["found"]
+) -> Tensor:
+    """Outline one box per image: ``images`` ``(N, C, H, W)`` in ``[0, 1]`` (C = 1, 2 or
+    3), ``boxes`` ``(N, 4)`` ``(x0, y0, x1, y1)`` in pixels (edges, as
+    :func:`stnlab.geometry.box_iou` takes them) → ``(N, 3, H, W)`` with a one-pixel
+    ``colour`` line on the box's border pixels, clipped to the image.
+
+    >>> out = draw_boxes(torch.zeros(1, 1, 5, 5), torch.tensor([[1.0, 1.0, 4.0, 4.0]]))
+    >>> out[0, 0].tolist()[0], out[0, 0].tolist()[2]  # red channel: row 0 clear, row 2 sides
+    ([0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0, 0.0])
+    """
+    rgb = to_rgb(images.detach().float()).clone()
+    n, _, height, width = rgb.shape
+    b = boxes.detach().float().to(rgb.device).round()
+    x0, y0 = b[:, 0].clamp(0, width - 1), b[:, 1].clamp(0, height - 1)
+    x1, y1 = (b[:, 2] - 1).clamp(0, width - 1), (b[:, 3] - 1).clamp(0, height - 1)
+    xs = torch.arange(width, device=rgb.device, dtype=rgb.dtype).view(1, 1, width)
+    ys = torch.arange(height, device=rgb.device, dtype=rgb.dtype).view(1, height, 1)
+    x0, y0, x1, y1 = (v.view(n, 1, 1) for v in (x0, y0, x1, y1))
+    inside = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+    border = inside & ((xs == x0) | (xs == x1) | (ys == y0) | (ys == y1))  # (N, H, W)
+    paint = torch.tensor(colour, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+    return torch.where(border.unsqueeze(1), paint, rgb)
+
+
 def tile(images: Tensor, cols: int, pad: int = PAD, pad_value: float = PAD_VALUE) -> Tensor:
     """Tile ``images`` ``(N, C, H, W)`` (C = 1, 2 or 3) row by row into ``min(cols, N)``
     columns.

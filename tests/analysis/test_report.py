@@ -157,3 +157,43 @@ def test_report_shows_the_pose_undone_beside_st_cells(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| ST-CNN Aff | 1.50 ± 0.71 (n=2) {pose 0.70} [0.5] |" in md
     assert "| CNN | 3.00 [0.8] |" in md
+
+
+def fake_colocalisation_run(folder: Path, digit: int, clutter: int, found: float, test: float):
+    """A co-localisation run folder: its config (``data.digit`` interpolated, as the
+    presets write it) and metrics.json."""
+    (folder / ".hydra").mkdir(parents=True)
+    config = {
+        "digit": digit,
+        "seed": 1,
+        "data": {"digit": "${digit}", "distortion": {"num_patches": clutter}},
+        "model": {"_target_": "stnlab.colocalisation.ColocalisationModule", "net": {}},
+    }
+    OmegaConf.save(OmegaConf.create(config), folder / ".hydra" / "config.yaml")
+    metrics = {"train/coloc/hit_rate": found, "test/coloc/hit_rate": test}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_report_puts_colocalisation_runs_in_the_table_5_layout(tmp_path: Path) -> None:
+    fake_colocalisation_run(tmp_path / "t_3", 3, 0, 1.0, 0.9)
+    fake_colocalisation_run(tmp_path / "tc_3a", 3, 16, 0.8, 0.4)
+    fake_colocalisation_run(tmp_path / "tc_3b", 3, 16, 0.6, 0.2)  # a repeat: the mean
+    fake_colocalisation_run(tmp_path / "tc_7", 7, 16, 0.5, 0.3)
+    out = tmp_path / "out"
+    assert build_report([tmp_path], out) == []  # no Table-1 run
+    assert not (out / "report.md").exists()
+    md = (out / "colocalisation.md").read_text()
+    assert "| 3 | 100 (90) | 70 (30) n=2 |" in md
+    assert "| 7 | – | 50 (30) |" in md
+    assert "| mean | 100.0 (90.0) | 60.0 (30.0) |" in md  # TC: the mean of the digits' means
+    assert "| paper | 100 | 75–93 |" in md
+    with open(out / "colocalisation.csv") as f:
+        rows = {(r["digit"], r["column"]): r for r in csv.DictReader(f)}
+    assert float(rows[("3", "TC")]["found"]) == pytest.approx(70.0)
+    assert rows[("3", "TC")]["n"] == "2"
+    # beside Table-1 runs, both tables are written
+    fake_run(tmp_path / "cnn", CNN, "rotated", 1, 2.0)
+    rows_1 = build_report([tmp_path], tmp_path / "both")
+    assert [(r["model"], r["column"]) for r in rows_1] == [("CNN", "R")]
+    assert (tmp_path / "both" / "report.md").is_file()
+    assert (tmp_path / "both" / "colocalisation.md").is_file()

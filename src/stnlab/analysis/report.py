@@ -1,4 +1,5 @@
-"""Gather training runs into the paper's Table-1 layout: ``report.md``, ``report.csv``, PNG.
+"""Gather training runs into the paper's Table-1 layout: ``report.md``, ``report.csv``, PNG;
+co-localisation runs into the paper's Table-5 layout: ``colocalisation.md`` and ``.csv``.
 
 A run is a folder written by ``src/train.py``: ``.hydra/config.yaml`` says which cell it
 belongs to (model → row, data variant → column, see :mod:`stnlab.analysis.paper`) and
@@ -15,6 +16,8 @@ import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from stnlab.analysis import paper
 from stnlab.analysis.tables import write_csv
@@ -260,6 +263,136 @@ def write_report(
     return md, table, png
 
 
+COLOCALISATION_MODULE = "stnlab.colocalisation.ColocalisationModule"
+COLOCALISATION_TITLE = "Co-localisation (Table 5 layout)"
+COLOCALISATION_FIELDS = ["digit", "column", "n", "found", "test", "search", "paper", "runs"]
+
+
+def is_colocalisation_run(config: dict[str, Any]) -> bool:
+    """Whether a run config trained :class:`~stnlab.colocalisation.ColocalisationModule`."""
+    return (config.get("model") or {}).get("_target_") == COLOCALISATION_MODULE
+
+
+def read_colocalisation_run(folder: Path) -> dict[str, Any]:
+    """One co-localisation run: ``digit``, ``column`` (``T``, or ``TC`` with clutter) and,
+    as fractions (``None`` without a result), ``found`` (``train/coloc/hit_rate``: the
+    optimisation set, the paper's measure), ``test`` (held-out images) and ``search``
+    (the searched boxes)."""
+    config = OmegaConf.create(read_yaml_data(folder / ".hydra" / "config.yaml"))
+    digit = OmegaConf.select(  # ${digit} in the presets
+        config, "data.digit", default=None, throw_on_resolution_failure=False
+    )
+    clutter = OmegaConf.select(
+        config, "data.distortion.num_patches", default=0, throw_on_resolution_failure=False
+    )
+    metrics: dict[str, Any] = {}
+    metrics_file = folder / "metrics.json"
+    if metrics_file.is_file() and not (folder / "failure.json").is_file():
+        metrics = json.loads(metrics_file.read_text())
+
+    def value(key: str) -> float | None:
+        v = metrics.get(key)
+        return float(v) if isinstance(v, int | float) else None
+
+    return {
+        "folder": folder,
+        "digit": digit,
+        "column": "TC" if clutter else "T",  # num_patches 0 (or none): no clutter
+        "found": value("train/coloc/hit_rate"),
+        "test": value("test/coloc/hit_rate"),
+        "search": value("train/coloc/search_hit_rate"),
+    }
+
+
+def colocalisation_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (digit, T/TC): ``n`` runs with a result and the means (in %) of
+    ``found``, ``test`` and ``search`` over them, beside the paper's ``(low, high)``."""
+    cells: dict[tuple[Any, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        cells.setdefault((run["digit"], run["column"]), []).append(run)
+    rows = []
+    for (digit, column), members in sorted(cells.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        done = [m for m in members if m["found"] is not None]
+
+        def mean(key: str, done: list[dict[str, Any]] = done) -> float | None:
+            values = [m[key] for m in done if m[key] is not None]
+            return 100.0 * statistics.fmean(values) if values else None
+
+        rows.append(
+            {
+                "digit": digit,
+                "column": column,
+                "n": len(done),
+                "found": mean("found"),
+                "test": mean("test"),
+                "search": mean("search"),
+                "paper": paper.PAPER_COLOCALISATION.get(column),
+                "runs": [str(m["folder"]) for m in members],
+            }
+        )
+    return rows
+
+
+def colocalisation_table(rows: list[dict[str, Any]], title: str = "") -> str:
+    """The paper's Table-5 layout: digits × (T, TC), ``found % (test %)`` per cell."""
+    columns = [c for c in ("T", "TC") if any(r["column"] == c for r in rows)]
+    by_cell = {(r["digit"], r["column"]): r for r in rows}
+    digits = list(dict.fromkeys(r["digit"] for r in rows))
+
+    def text(row: dict[str, Any] | None) -> str:
+        if row is None or row["found"] is None:
+            return "–"
+        test = f" ({row['test']:.0f})" if row["test"] is not None else ""
+        return f"{row['found']:.0f}{test}" + (f" n={row['n']}" if row["n"] > 1 else "")
+
+    def paper_text(column: str) -> str:
+        low, high = paper.PAPER_COLOCALISATION[column]
+        return f"{low:g}" if low == high else f"{low:g}–{high:g}"
+
+    lines = [f"# {title}", ""] if title else []
+    lines += ["| digit | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for digit in digits:
+        cells = [text(by_cell.get((digit, c))) for c in columns]
+        lines.append(f"| {digit} | " + " | ".join(cells) + " |")
+    means = []
+    for c in columns:
+        found = [r["found"] for r in rows if r["column"] == c and r["found"] is not None]
+        test = [r["test"] for r in rows if r["column"] == c and r["test"] is not None]
+        if found and test:
+            means.append(f"{statistics.fmean(found):.1f} ({statistics.fmean(test):.1f})")
+        else:
+            means.append("–")
+    lines.append("| mean | " + " | ".join(means) + " |")
+    lines.append("| paper | " + " | ".join(paper_text(c) for c in columns) + " |")
+    lines += [
+        "",
+        "% of the optimisation set's images localised (IoU > 0.5; train/coloc/hit_rate at the "
+        "last epoch, the paper's measure) and in brackets of the held-out test images "
+        "(test/coloc/hit_rate). The paper gives T as 100% and TC as a range over the classes.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_colocalisation(
+    rows: list[dict[str, Any]], out_dir: str | Path, title: str = ""
+) -> tuple[Path, Path]:
+    """Write ``colocalisation.md`` and ``colocalisation.csv`` (one row per digit and T/TC)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, table = out / "colocalisation.md", out / "colocalisation.csv"
+    md.write_text(colocalisation_table(rows, title))
+    records = [
+        {
+            **row,
+            "paper": "" if row["paper"] is None else "–".join(f"{v:g}" for v in row["paper"]),
+            "runs": ";".join(row["runs"]),
+        }
+        for row in rows
+    ]
+    write_csv(table, records, COLOCALISATION_FIELDS)
+    return md, table
+
+
 def is_training_run(folder: Path) -> bool:
     """Whether ``folder``'s config is a training run's (eval, robustness … runs are not)."""
     config = read_yaml_data(folder / ".hydra" / "config.yaml")
@@ -267,21 +400,33 @@ def is_training_run(folder: Path) -> bool:
 
 
 def build_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = "") -> list[dict]:
-    """Find the runs under ``paths``, aggregate them per cell and write the three files.
+    """Find the runs under ``paths``, aggregate them per cell and write the three files
+    (and, for co-localisation runs, ``colocalisation.md`` and ``.csv``). Returns the
+    Table-1 cells (empty when every run is a co-localisation run).
 
     Folders of other tasks found below ``paths`` (eval, robustness, …) are skipped. A bar
     on a terminal counts the folders read.
     """
     paths = list(paths)
     folders = find_runs(paths)
-    runs = [read_run(f) for f in track(folders, "report: reading runs") if is_training_run(f)]
-    skipped = len(folders) - len(runs)
+    runs, colocalisation = [], []
+    for folder in track(folders, "report: reading runs"):
+        if not is_training_run(folder):
+            continue
+        if is_colocalisation_run(read_yaml_data(folder / ".hydra" / "config.yaml")):
+            colocalisation.append(read_colocalisation_run(folder))
+        else:
+            runs.append(read_run(folder))
+    skipped = len(folders) - len(runs) - len(colocalisation)
     if skipped:
         log.warning("skipped %d folder(s) that are not training runs", skipped)
-    if not runs:
+    if not runs and not colocalisation:
         raise ConfigError(
             f"runs={list(map(str, paths))}: no training run among {len(folders)} folders"
         )
     rows = aggregate(runs)
-    write_report(rows, out_dir, title)
+    if rows:
+        write_report(rows, out_dir, title)
+    if colocalisation:
+        write_colocalisation(colocalisation_rows(colocalisation), out_dir, COLOCALISATION_TITLE)
     return rows

@@ -15,7 +15,14 @@ from torch import Tensor
 
 from stnlab.callbacks.cadence import EveryNEpochs
 from stnlab.callbacks.pictures import publish_picture
-from stnlab.image_grid import evolution, side_by_side, to_bytes, write_label
+from stnlab.image_grid import (
+    BOX_COLOURS,
+    draw_boxes,
+    evolution,
+    side_by_side,
+    to_bytes,
+    write_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +83,14 @@ class TransformGridCallback(EveryNEpochs):
         ):
             self._warn_once("the model or datamodule cannot show a transform; no grids logged")
             return False
-        inputs, _ = datamodule.probe_batch(self.num_probes)
+        inputs, targets = datamodule.probe_batch(self.num_probes)
         inputs = inputs.to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
             outputs = transformed_inputs(inputs)
+            # A localiser (co-localisation) also shows where it cropped, beside the truth.
+            found = net.boxes(inputs) if callable(getattr(net, "boxes", None)) else None
         pl_module.train(was_training)
         if outputs is None:
             self._warn_once("the model has no spatial transformer; no transform grids logged")
@@ -92,8 +101,16 @@ class TransformGridCallback(EveryNEpochs):
         self._frames = [(e, f) for e, f in self._frames if e != epoch] + [
             (epoch, to_bytes(outputs[0]))
         ]
-        image = side_by_side(inputs, *outputs, zoom=self.upscale)  # uint8: W&B saves floats black
+        shown = inputs
         caption = f"epoch {epoch}: inputs (left) → transformed (right)"
+        if found is not None:
+            truth = ""
+            if targets.ndim == 2 and targets.shape[1] == 4:  # the datamodule's true boxes
+                shown = draw_boxes(shown, targets, BOX_COLOURS["true"])
+                truth = " and the true box (green)"
+            shown = draw_boxes(shown, found, BOX_COLOURS["found"])
+            caption = f"epoch {epoch}: inputs with the crop's box (red){truth} → the crops"
+        image = side_by_side(shown, *outputs, zoom=self.upscale)  # uint8: W&B saves floats black
         if len(outputs) > 1:
             caption = f"epoch {epoch}: inputs, then transformers 1–{len(outputs)} (left to right)"
         publish_picture(trainer, "transform_grid", image, caption, self._path(f"epoch_{epoch:03d}"))

@@ -16,14 +16,20 @@ log = logging.getLogger(__name__)
 
 @task()
 def report(cfg: DictConfig) -> list[dict]:
-    """Write ``report.md``, ``report.csv`` and ``report.png`` in the run folder and print
-    the table; return the aggregated cells."""
+    """Write ``report.md``, ``report.csv`` and ``report.png`` (co-localisation runs:
+    ``colocalisation.md`` and ``.csv``) in the run folder and print the tables; return the
+    aggregated Table-1 cells."""
     runs = cfg.get("runs")
     if runs in (None, "", "???"):
         raise ConfigError("runs is required: python src/report.py runs=[<run or sweep dir>]")
     runs = [runs] if isinstance(runs, str) else list(runs)
     out = Path(cfg.paths.output_dir)
     rows = build_report(runs, out, cfg.get("title", ""))
-    print((out / "report.md").read_text())
-    log.info("wrote report.md, report.csv and report.png in %s", out)
+    for name, files in (
+        ("report.md", "report.md, report.csv and report.png"),
+        ("colocalisation.md", "colocalisation.md and colocalisation.csv"),
+    ):
+        if (out / name).is_file():
+            print((out / name).read_text())
+            log.info("wrote %s in %s", files, out)
     return rows
