@@ -68,9 +68,9 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def read_run(folder: Path) -> dict[str, Any]:
-    """One run: its cell (``model``, Table-1 ``column``), ``seed``, ``error`` (``None`` if none)."""
-    config = read_yaml_data(folder / ".hydra" / "config.yaml")
+def read_run(folder: Path, config: Any) -> dict[str, Any]:
+    """One run (``config``: its ``.hydra/config.yaml``, read): its cell (``model``,
+    Table-1 ``column``), ``seed``, ``error`` (``None`` if none)."""
     if not isinstance(config, dict):
         raise ConfigError(f"{folder}/.hydra/config.yaml is not a run config (not a mapping)")
     name = paper.run_variant(config, folder)
@@ -273,17 +273,17 @@ def is_colocalisation_run(config: dict[str, Any]) -> bool:
     return (config.get("model") or {}).get("_target_") == COLOCALISATION_MODULE
 
 
-def read_colocalisation_run(folder: Path) -> dict[str, Any]:
-    """One co-localisation run: ``digit``, ``column`` (``T``, or ``TC`` with clutter) and,
-    as fractions (``None`` without a result), ``found`` (``train/coloc/hit_rate``: the
-    optimisation set, the paper's measure), ``test`` (held-out images) and ``search``
-    (the searched boxes)."""
-    config = OmegaConf.create(read_yaml_data(folder / ".hydra" / "config.yaml"))
+def read_colocalisation_run(folder: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """One co-localisation run (``config``: its ``.hydra/config.yaml``, read): ``digit``,
+    ``column`` (``T``, or ``TC`` with clutter) and, as fractions (``None`` without a
+    result), ``found`` (``train/coloc/hit_rate``: the optimisation set, the paper's
+    measure), ``test`` (held-out images) and ``search`` (the searched boxes)."""
+    stored = OmegaConf.create(config)
     digit = OmegaConf.select(  # ${digit} in the presets
-        config, "data.digit", default=None, throw_on_resolution_failure=False
+        stored, "data.digit", default=None, throw_on_resolution_failure=False
     )
     clutter = OmegaConf.select(
-        config, "data.distortion.num_patches", default=0, throw_on_resolution_failure=False
+        stored, "data.distortion.num_patches", default=0, throw_on_resolution_failure=False
     )
     metrics: dict[str, Any] = {}
     metrics_file = folder / "metrics.json"
@@ -393,9 +393,8 @@ def write_colocalisation(
     return md, table
 
 
-def is_training_run(folder: Path) -> bool:
-    """Whether ``folder``'s config is a training run's (eval, robustness … runs are not)."""
-    config = read_yaml_data(folder / ".hydra" / "config.yaml")
+def is_training_run(config: Any) -> bool:
+    """Whether a run folder's config is a training run's (eval, robustness … are not)."""
     return isinstance(config, dict) and "model" in config and "data" in config
 
 
@@ -411,12 +410,13 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = 
     folders = find_runs(paths)
     runs, colocalisation = [], []
     for folder in track(folders, "report: reading runs"):
-        if not is_training_run(folder):
+        config = read_yaml_data(folder / ".hydra" / "config.yaml")
+        if not is_training_run(config):
             continue
-        if is_colocalisation_run(read_yaml_data(folder / ".hydra" / "config.yaml")):
-            colocalisation.append(read_colocalisation_run(folder))
+        if is_colocalisation_run(config):
+            colocalisation.append(read_colocalisation_run(folder, config))
         else:
-            runs.append(read_run(folder))
+            runs.append(read_run(folder, config))
     skipped = len(folders) - len(runs) - len(colocalisation)
     if skipped:
         log.warning("skipped %d folder(s) that are not training runs", skipped)

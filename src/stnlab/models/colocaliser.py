@@ -5,7 +5,7 @@ random crop of the same image. No class or box label is used.
 Pure torch: :func:`triplet_hinge` is the loss, :class:`CropEncoder` the encoder ``e()``,
 :class:`Colocaliser` the transformer and the encoder together, :func:`random_crop_matrix`
 the rule that draws ``I_n^rand``, :func:`descriptor` how the encoder's layers are joined,
-:func:`crop_grid` and :func:`choose_crops` the search that gives the transformer its start
+:func:`crop_grid` and :func:`choose_crops` the search whose boxes the transformer learns
 (:meth:`Colocaliser.search_boxes`).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from stnlab.geometry import matrix_grid, output_box, sample
+from stnlab.geometry import AttentionTransform, matrix_grid, output_box, sample
 from stnlab.models.classifier import STNClassifier
 from stnlab.models.transformer import SpatialTransformer
 
@@ -70,28 +70,30 @@ def random_crop_matrix(scale: Tensor, generator: torch.Generator | None = None) 
 
 
 def crop_grid(scales: Sequence[float], steps: int) -> Tensor:
-    """Attention warps ``(K, 3, 3)`` of candidate crops, ``K = len(scales) · steps²``: for
-    each scale (crop side over image side, in ``(0, 1]``), ``steps × steps`` centres spread
-    evenly over the places where a crop of that scale lies inside the image.
+    """Attention θ ``(K, 3)`` ``(s, tx, ty)`` of candidate crops (:data:`CANDIDATE_FAMILY`),
+    ``K = len(scales) · steps²``: for each scale (crop side over image side, in ``(0, 1]``),
+    ``steps × steps`` centres spread evenly over the places where a crop of that scale
+    lies inside the image.
 
-    >>> m = crop_grid([0.5, 1.0], 2)
-    >>> m.shape, m[:4, 0, 2].tolist(), m[4:, :2, 2].abs().sum().item()
-    (torch.Size([8, 3, 3]), [-0.5, 0.5, -0.5, 0.5], 0.0)
+    >>> theta = crop_grid([0.5, 1.0], 2)
+    >>> theta.shape, theta[:4, 1].tolist(), theta[4:, 1:].abs().sum().item()
+    (torch.Size([8, 3]), [-0.5, 0.5, -0.5, 0.5], 0.0)
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    warps = []
+    thetas = []
     for scale in scales:
         if not 0 < scale <= 1:
             raise ValueError(f"every crop scale must be in (0, 1], got {scale}")
         room = 1.0 - scale
         centres = torch.linspace(-room, room, steps) if steps > 1 else torch.zeros(1)
         ty, tx = torch.meshgrid(centres, centres, indexing="ij")
-        m = torch.zeros(steps * steps, 3, 3)
-        m[:, 0, 0] = m[:, 1, 1] = scale
-        m[:, 0, 2], m[:, 1, 2], m[:, 2, 2] = tx.flatten(), ty.flatten(), 1.0
-        warps.append(m)
-    return torch.cat(warps)
+        thetas.append(torch.stack((torch.full_like(tx, scale), tx, ty), dim=-1).view(-1, 3))
+    return torch.cat(thetas)
+
+
+CANDIDATE_FAMILY = AttentionTransform()
+"""The unbounded attention family the search's candidates (:func:`crop_grid`) are θ of."""
 
 
 def choose_crops(crops: Tensor, to_random: Tensor, margin: float = 1.0, sweeps: int = 3) -> Tensor:
@@ -116,7 +118,7 @@ def choose_crops(crops: Tensor, to_random: Tensor, margin: float = 1.0, sweeps: 
             others = torch.arange(n, device=crops.device) != i
             chosen = crops[others, choice[others]]  # (N-1, D)
             between = (
-                norms[i][:, None] + chosen.square().sum(1)[None] - 2 * crops[i] @ chosen.T
+                norms[i][:, None] + norms[others, choice[others]][None] - 2 * crops[i] @ chosen.T
             ).clamp(min=0)  # (K, N-1)
             as_anchor = (between - to_random[i][:, None] + margin).clamp(min=0)
             as_partner = (between - to_random[others, choice[others]][None] + margin).clamp(min=0)
@@ -296,15 +298,15 @@ class Colocaliser(nn.Module):
         prefers, found by search instead of descent (no label, no box): every crop of
         :attr:`candidates` is embedded, each candidate's distance to random crops of the
         same scale is estimated, and :func:`choose_crops` picks one per image. Returns their
-        boxes ``(B, 4)`` in pixels of ``x``: a start for the transformer, which descent
-        alone does not find (docs/colocalisation.md).
+        boxes ``(B, 4)`` in pixels of ``x``: what the transformer learns to predict, as
+        descent on the hinge does not find them (docs/colocalisation.md).
         """
         b, k, side = len(x), len(self.candidates), self.crop_size
-        grid = matrix_grid(self.candidates.to(x.dtype), (side, side))  # (K, S, S, 2)
+        grid = CANDIDATE_FAMILY.grid(self.candidates.to(x.dtype), (side, side))  # (K, S, S, 2)
         embedded = torch.stack(  # (B, K, D)
             [self.encoder(sample(img.expand(k, *img.shape[1:]), grid)) for img in x.unsqueeze(1)]
         )
-        scales = self.candidates[:, 0, 0]
+        scales = self.candidates[:, 0]
         to_random = torch.empty(b, k, dtype=embedded.dtype, device=x.device)
         r = self.search_random_crops
         for scale in scales.unique():
@@ -319,8 +321,7 @@ class Colocaliser(nn.Module):
                 + rand.square().sum(2).mean(1, keepdim=True)
             )
         chosen = self.candidates[choose_crops(embedded, to_random, margin, self.search_sweeps)]
-        scale, centre = chosen[:, :1, 0], chosen[:, :2, 2]  # (B, 1), (B, 2): x, y
-        return torch.cat([centre - scale, centre + scale], dim=1).add(1) * (x.shape[-1] / 2)
+        return output_box(CANDIDATE_FAMILY, chosen, x.shape[-1])
 
     def boxes_of(self, theta: Tensor, input_size: int) -> Tensor:
         """The box the crop of θ ``(B, P)`` covers on a square input of ``input_size``
