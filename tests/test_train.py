@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -112,6 +113,33 @@ def test_overfit_one_batch_drives_the_loss_down(make_cfg: Callable[..., DictConf
         cfg.trainer.enable_checkpointing = False
     metrics = train(cfg)
     assert metrics["train/loss_epoch"] < 0.1
+
+
+def _csv_rows(cfg: DictConfig) -> list[dict[str, str]]:
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_training_loss_reaches_the_loggers_on_their_steps(
+    make_cfg: Callable[..., DictConfig], every: int
+) -> None:
+    # The step value is handed to Lightning only on the steps the loggers write (every
+    # `log_every_n_steps`), and the epoch value is the mean of every step's loss.
+    cfg = make_cfg(
+        "model=cnn", "debug=limit", "logger=csv", "test=false", f"trainer.log_every_n_steps={every}"
+    )
+    train(cfg)
+    rows = _csv_rows(cfg)
+    steps = {int(r["step"]): float(r["train/loss_step"]) for r in rows if r["train/loss_step"]}
+    # 2 epochs × 5 batches: global steps 0..9; Lightning writes step k when (k + 1) % every == 0
+    assert sorted(steps) == [k for k in range(10) if (k + 1) % every == 0]
+    epochs = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    assert len(epochs) == 2
+    if every == 1:  # equal batches: the epoch's value is the plain mean of its 5 steps
+        for epoch, value in enumerate(epochs):
+            mean = sum(steps[k] for k in range(5 * epoch, 5 * epoch + 5)) / 5
+            assert value == pytest.approx(mean, rel=1e-5)
 
 
 def test_cli_entry_point_runs_and_writes_the_run_dir(fake_mnist_root: Path, tmp_path: Path):

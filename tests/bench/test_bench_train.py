@@ -137,3 +137,40 @@ def test_stnlab_windows_that_outlast_an_epoch_are_all_timed(
     # 1 + 4 × 5 batches: more than the 16 batches of an epoch of the 500 fake digits
     assert len(rates.rates) == 4
     assert rates.median == pytest.approx(32.0)  # 5 batches of 32 per 5 ticks
+
+
+def test_paired_windows_alternate_with_the_limit(
+    fake_mnist: Path, tmp_path: Path, ticking_clock: Callable
+) -> None:
+    """--paired: a limit window after each stnlab window, each timed on its own side."""
+    ticking_clock(1.0)  # stnlab: one tick per training batch; limit: one tick per window
+    cfg = compose_case(
+        [*CASES["small/rotated"], "data.val_size=100", "data.batch_size=32"],
+        str(fake_mnist),
+        str(tmp_path / "out"),
+    )
+    args = SimpleNamespace(warmup=1, windows=3, device="cpu")
+    limit, ours = train_bench.paired_rates(cfg, args, 5, str(tmp_path))
+    # 3 windows each (the fit crosses an epoch end: 1 + 3 × 5 + limit > 16 batches)
+    assert ours.rates == pytest.approx((32.0, 32.0, 32.0))  # 5 × 32 samples per 5 ticks
+    assert limit.rates == pytest.approx((160.0, 160.0, 160.0))  # 5 × 32 samples per tick
+
+
+def test_bench_train_paired_reports_the_ratio_of_each_pair(
+    fake_mnist: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stnlab.bench.timing import WindowRates
+
+    def paired(*args: object) -> tuple[WindowRates, WindowRates]:
+        return WindowRates((100.0, 200.0, 400.0)), WindowRates((90.0, 190.0, 200.0))
+
+    monkeypatch.setattr(train_bench, "paired_rates", paired)
+    monkeypatch.setattr(train_bench, "limit_rates", lambda *a: pytest.fail("ran unpaired"))
+    argv = ["train", "--paired", "--cases", "small/rotated", "--windows", "3"]
+    argv += ["--window-batches", "1", "--warmup", "1", "--workers", "0"]
+    argv += ["--data-dir", str(fake_mnist), "--override", "data.val_size=100"]
+    assert main(argv) == 0
+    row = _last_json(capsys.readouterr().out)["small/rotated"]
+    # pairs 0.9, 0.95, 0.5: their median, not the ratio of the medians (190 / 200)
+    assert row["stnlab_over_limit"] == 0.9
+    assert (row["stnlab_over_limit_low"], row["stnlab_over_limit_high"]) == (0.5, 0.95)

@@ -10,6 +10,12 @@ process, each after warm-up, as the median of several timed windows in samples p
 * **peer**: a plain loop fed by a ``DataLoader`` over a per-sample ``transforms.v2``
   pipeline of the same distortion family (``stnlab.bench.data``), at its fastest
   ``num_workers``.
+
+``--paired`` measures stnlab against the limit in alternating windows inside the one
+``Trainer.fit`` (a stnlab window, then a limit window right after it, and so on): the ratio
+of each pair is taken a few seconds apart, so a machine whose speed drifts from one minute
+to the next (a shared VM) moves both sides of it alike. Without it the limit runs before
+the fit and the ratio carries that drift.
 """
 
 from __future__ import annotations
@@ -25,13 +31,14 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 
 from stnlab.bench.data import PerSampleDigits, add_config_arguments, peer_transform
 from stnlab.bench.timing import WindowRates, endless, now, synchronize, timed_windows
 from stnlab.config import compose_config
 from stnlab.config_checks import instantiate_checked, validate_config
+from stnlab.data.datamodule import to_float
 from stnlab.module import STNLitModule
 
 CASES: dict[str, list[str]] = {
@@ -52,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="cpu", choices=["cpu", "cuda"], help="where all three pipelines run"
     )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="time the limit in windows alternating with stnlab's, inside the one fit",
+    )
     add_config_arguments(parser)
 
 
@@ -70,32 +82,78 @@ class WindowTimer(L.Callback):
     moving and distorting the next batch. The interval that spans an epoch's end
     (validation, checkpoints, epoch-end callbacks) is left out, as the limit loop has none
     of that: a window is ``window_batches`` within-epoch intervals, after ``warmup``.
+
+    With ``paired``, one window of the limit loop (a fresh model of the same config, its
+    own optimiser, pre-rendered canvases; see :func:`limit_rates`) runs after each timed
+    window, untimed by the stnlab side. The file holds ``{"stnlab": [...], "limit": [...]}``
+    (the limit's list empty without ``paired``).
     """
 
-    def __init__(self, out_file: str, warmup: int, windows: int, window_batches: int) -> None:
-        self.out_file, self.warmup = out_file, warmup
+    def __init__(
+        self, out_file: str, warmup: int, windows: int, window_batches: int, paired: bool = False
+    ) -> None:
+        self.out_file, self.warmup, self.paired = out_file, warmup, paired
         self.windows, self.window_batches = windows, window_batches
-        self.stamps: list[tuple[int, float, int]] = []  # (epoch, time, samples) per batch
+        self.rates: list[float] = []
+        self.limit: list[float] = []
+        self._limit_window: Callable[[int], float] | None = None
+        self._intervals = 0  # within-epoch intervals so far
+        self._window = [0.0, 0]  # seconds and samples of the window being timed
+        self._last: tuple[int, float, int] | None = None  # (epoch, time, samples) of the last batch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self.paired:
+            self._limit_window = paired_limit(trainer, pl_module, self.window_batches)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
-        n = len(self.stamps)  # batches so far, over epochs (``i`` restarts every epoch)
-        if n >= self.warmup and (n - self.warmup) % self.window_batches == 0:
+        epoch = trainer.current_epoch
+        closes = self._last is not None and self._last[0] == epoch  # an interval ends here
+        at_boundary = closes and (self._intervals + 1 - self.warmup) % self.window_batches == 0
+        if at_boundary and self._intervals + 1 >= self.warmup:
             synchronize(pl_module.device)  # window boundaries only: GPU work stays queued
-        self.stamps.append((trainer.current_epoch, now(), len(batch[1]) * trainer.world_size))
+        t = now()
+        if closes and self._last is not None:
+            self._intervals += 1
+            if self._intervals > self.warmup:
+                self._window[0] += t - self._last[1]
+                self._window[1] += self._last[2]
+            if self._intervals > self.warmup and at_boundary:
+                self.rates.append(self._window[1] / self._window[0])
+                self._window = [0.0, 0]
+                if self._limit_window is not None and len(self.limit) < self.windows:
+                    self.limit.append(self._limit_window(self.warmup if not self.limit else 0))
+                    t = now()  # the next interval starts after the limit's window
+        self._last = (epoch, t, len(batch[1]) * trainer.world_size)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        steps = [  # (seconds, samples) of each batch whose next batch is in the same epoch
-            (t1 - t0, samples)
-            for (e0, t0, samples), (e1, t1, _) in zip(self.stamps, self.stamps[1:], strict=False)
-            if e0 == e1
-        ][self.warmup :]
-        rates = []
-        for w in range(self.windows):
-            window = steps[w * self.window_batches : (w + 1) * self.window_batches]
-            if len(window) < self.window_batches:
-                break
-            rates.append(sum(n for _, n in window) / sum(t for t, _ in window))
+        rates = {"stnlab": self.rates[: self.windows], "limit": self.limit[: self.windows]}
         Path(self.out_file).write_text(json.dumps(rates))
+
+
+def paired_limit(trainer: L.Trainer, pl_module: Any, window_batches: int) -> Callable[[int], float]:
+    """The limit loop for a paired run: ``window(warmup)`` → samples/s of one window of
+    ``window_batches`` steps after ``warmup`` untimed ones.
+
+    A fresh model of the run's config (seeded as :func:`limit_rates` seeds it, without
+    touching the run's random state), its own optimiser, and canvases rendered once from
+    the run's training digits with a generator of their own."""
+    cfg = OmegaConf.create(pl_module.run_config)
+    device = pl_module.device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        step = _train_step(instantiate_checked(cfg.model, "model"), device)
+    batches = endless(limit_batches(cfg, trainer.datamodule, device))
+
+    def window(warmup: int) -> float:
+        return timed_windows(
+            lambda: step(*next(batches)),
+            warmup=warmup,
+            windows=1,
+            window_batches=window_batches,
+            device=device,
+        ).median
+
+    return window
 
 
 def _train_step(
@@ -132,23 +190,47 @@ def _timed_loop(
     )
 
 
+def limit_batches(
+    cfg: DictConfig, dm: Any, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Four training batches of ``cfg.data.batch_size`` canvases ``(B, C, S, S)`` and labels
+    ``(B,)``, rendered once on ``device`` with a generator of their own (the data module's
+    training generator is left as it was)."""
+    images, labels = dm.train_set.tensors
+    gen = torch.Generator().manual_seed(0)
+    distortions = torch.Generator(device=device).manual_seed(0)
+    batches = []
+    for _ in range(4):
+        idx = torch.randperm(len(images), generator=gen)[: cfg.data.batch_size]
+        digits = to_float(images[idx].to(device))
+        batches.append((dm.distortion(digits, distortions), labels[idx].to(device)))
+    return batches
+
+
 def limit_rates(cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int) -> WindowRates:
     """Plain loop over pre-rendered canvases already on the device."""
     device = torch.device(getattr(args, "device", "cpu"))
     L.seed_everything(cfg.seed, verbose=False)
     step = _train_step(instantiate_checked(cfg.model, "model"), device)
-    images, labels = dm.train_set.tensors
-    gen = torch.Generator().manual_seed(0)
-    batches = []
-    for _ in range(4):
-        idx = torch.randperm(len(images), generator=gen)[: cfg.data.batch_size]
-        digits = images[idx].to(device)
-        batches.append((dm.distort_train_batch(digits), labels[idx].to(device)))
-    return _timed_loop(step, endless(batches), args, wb, device)
+    return _timed_loop(step, endless(limit_batches(cfg, dm, device)), args, wb, device)
 
 
 def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -> WindowRates:
     """The real ``Trainer.fit`` path with the default callbacks and logger."""
+    return WindowRates(tuple(_timed_fit(cfg, args, wb, tmp, paired=False)["stnlab"]))
+
+
+def paired_rates(
+    cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str
+) -> tuple[WindowRates, WindowRates]:
+    """``(limit, stnlab)`` from alternating windows inside the one ``Trainer.fit``."""
+    rates = _timed_fit(cfg, args, wb, tmp, paired=True)
+    return WindowRates(tuple(rates["limit"])), WindowRates(tuple(rates["stnlab"]))
+
+
+def _timed_fit(
+    cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str, *, paired: bool
+) -> dict[str, list[float]]:
     from stnlab.tasks import train
 
     out = Path(tmp) / "rates.json"
@@ -170,9 +252,10 @@ def stnlab_rates(cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str) -
             "warmup": args.warmup,
             "windows": args.windows,
             "window_batches": wb,
+            "paired": paired,
         }
     train(cfg)
-    return WindowRates(tuple(json.loads(out.read_text())))
+    return json.loads(out.read_text())
 
 
 def peer_rates(
@@ -249,11 +332,19 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             dm.prepare_data()
             dm.setup("fit")
             wb, probe = _window_batches(cfg, dm, args)
-            limit = limit_rates(cfg, dm, args, wb)
-            ours = stnlab_rates(cfg.copy(), args, wb, tmp)
+            if getattr(args, "paired", False):
+                limit, ours = paired_rates(cfg.copy(), args, wb, tmp)
+                pairs = WindowRates(
+                    tuple(s / lim for s, lim in zip(ours.rates, limit.rates, strict=False))
+                )
+            else:
+                limit = limit_rates(cfg, dm, args, wb)
+                ours = stnlab_rates(cfg.copy(), args, wb, tmp)
+                pairs = None
             peer, workers = peer_rates(cfg, dm, args, wb, variant)
             first_warmup = (probe or limit).warmup_seconds  # with any compile time
-            print(f"  ({name}: {args.warmup} warm-up steps took {first_warmup:.1f} s)")
+            if first_warmup is not None:
+                print(f"  ({name}: {args.warmup} warm-up steps took {first_warmup:.1f} s)")
         row = {
             "limit_samples_per_s": round(limit.median, 1),
             "stnlab_samples_per_s": round(ours.median, 1),
@@ -261,6 +352,14 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             "stnlab_over_limit": round(ours.median / limit.median, 3),
             "stnlab_over_peer": round(ours.median / peer.median, 3),
         }
+        if pairs is not None:  # the ratio of each pair of windows, and their spread
+            row["stnlab_over_limit"] = round(pairs.median, 3)
+            row["stnlab_over_limit_low"] = round(pairs.low, 3)
+            row["stnlab_over_limit_high"] = round(pairs.high, 3)
+            print(
+                f"  ({name}, paired: stnlab / limit of each pair of windows: median "
+                f"{pairs.median:.3f}, range {pairs.low:.3f}–{pairs.high:.3f})"
+            )
         results[name] = row
         span = {
             k: f"{v.median:,.0f} ({v.low:,.0f}–{v.high:,.0f})"
