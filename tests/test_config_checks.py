@@ -167,7 +167,11 @@ def test_output_dir_that_cannot_be_written(make_cfg: MakeCfg, tmp_path: Path) ->
         ("data.batch_size=0", r"^data.batch_size=0 must be an integer >= 1"),
         ("model.loc_lr_mult=-1", r"^model.loc_lr_mult=-1 must be a finite number >= 0"),
         ("data.val_size=100000", r"data.val_size=100000 must be between 1 and 599"),
-        ("callbacks.collapse.min_coverage=2", r"min_coverage must be in \[0, 1\), got 2"),
+        (
+            "callbacks.collapse.min_coverage=2",
+            r"^callbacks.collapse.min_coverage=2 must be a finite number in \[0, 1\)",
+        ),
+        ("callbacks.collapse.patience=0", r"^callbacks.collapse.patience=0 must be an integer"),
     ],
 )
 def test_out_of_range_values(make_cfg: MakeCfg, override: str, match: str) -> None:

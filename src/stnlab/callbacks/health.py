@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from stnlab.checks import check_range
 from stnlab.errors import NonFiniteLossError, TransformerCollapseError
 from stnlab.geometry import grid_coverage
 
@@ -47,15 +48,9 @@ class CollapseDetector(L.Callback):
     def __init__(
         self, min_coverage: float = 0.02, check_every_n_steps: int = 10, patience: int = 3
     ) -> None:
-        if not 0.0 <= min_coverage < 1.0:
-            raise ValueError(
-                f"callbacks.collapse.min_coverage must be in [0, 1), got {min_coverage}"
-            )
-        if check_every_n_steps < 1 or patience < 1:
-            raise ValueError(
-                "callbacks.collapse.check_every_n_steps and patience must be >= 1, got "
-                f"{check_every_n_steps} and {patience}"
-            )
+        check_range("callbacks.collapse.min_coverage", min_coverage, minimum=0, below=1)
+        for key, value in (("check_every_n_steps", check_every_n_steps), ("patience", patience)):
+            check_range(f"callbacks.collapse.{key}", value, integer=True, minimum=1)
         self.min_coverage = min_coverage
         self.check_every_n_steps = check_every_n_steps
         self.patience = patience
@@ -135,8 +130,7 @@ class NonFiniteLossGuard(L.Callback):
     """
 
     def __init__(self, check_every_n_steps: int = 50) -> None:
-        if check_every_n_steps < 1:
-            raise ValueError(f"check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        check_range("check_every_n_steps", check_every_n_steps, integer=True, minimum=1)
         self.every = check_every_n_steps
         self._first_bad: Tensor | None = None  # () int64 on the loss's device; -1: none yet
         self._where: dict[int, tuple[int, int]] = {}  # step → (epoch, batch) since last check

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from stnlab.checks import check_range
 from stnlab.geometry import AttentionTransform, matrix_grid, output_box, sample
 from stnlab.models.classifier import STNClassifier
 from stnlab.models.transformer import SpatialTransformer
@@ -251,11 +252,8 @@ class Colocaliser(nn.Module):
         self.encoder = encoder
         self.negative_scale = negative_scale
         self.register_buffer("candidates", crop_grid(search_scales, search_grid), persistent=False)
-        if search_random_crops < 1 or search_sweeps < 0:
-            raise ValueError(
-                "search_random_crops must be at least 1 and search_sweeps at least 0, got "
-                f"{search_random_crops} and {search_sweeps}"
-            )
+        check_range("search_random_crops", search_random_crops, integer=True, minimum=1)
+        check_range("search_sweeps", search_sweeps, integer=True, minimum=0)
         self.search_random_crops = search_random_crops
         self.search_sweeps = search_sweeps
 
