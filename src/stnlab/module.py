@@ -103,8 +103,8 @@ class STNLitModule(L.LightningModule):
         mean_loss.update(loss.detach(), weight=len(y))
         if stage == "train":
             # train/loss_step goes to Lightning only on the steps that show it (a logging
-            # step, or every step under a progress bar): each log() call costs about 0.3 ms
-            # of Python on the CPU, 2-3% of a small model's step (README, Performance).
+            # step, or every step under a progress bar): log() every step cost 2-3% of a
+            # small model's step on the CPU, all of it Python (README, Performance).
             # train/loss_epoch and train/acc are logged once per epoch (on_train_epoch_end).
             if self._step_value_shown():
                 self.log("train/loss_step", loss.detach(), on_step=True, prog_bar=True)

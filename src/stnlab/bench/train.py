@@ -112,17 +112,18 @@ class WindowTimer(L.Callback):
         if at_boundary and self._intervals + 1 >= self.warmup:
             synchronize(pl_module.device)  # window boundaries only: GPU work stays queued
         t = now()
-        if closes and self._last is not None:
+        last = self._last if closes else None
+        if last is not None:
             self._intervals += 1
             if self._intervals > self.warmup:
-                self._window[0] += t - self._last[1]
-                self._window[1] += self._last[2]
-            if self._intervals > self.warmup and at_boundary:
-                self.rates.append(self._window[1] / self._window[0])
-                self._window = [0.0, 0]
-                if self._limit_window is not None and len(self.limit) < self.windows:
-                    self.limit.append(self._limit_window(self.warmup if not self.limit else 0))
-                    t = now()  # the next interval starts after the limit's window
+                self._window[0] += t - last[1]
+                self._window[1] += last[2]
+                if at_boundary:
+                    self.rates.append(self._window[1] / self._window[0])
+                    self._window = [0.0, 0]
+                    if self._limit_window is not None and len(self.limit) < self.windows:
+                        self.limit.append(self._limit_window(0 if self.limit else self.warmup))
+                        t = now()  # the next interval starts after the limit's window
         self._last = (epoch, t, len(batch[1]) * trainer.world_size)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
@@ -332,10 +333,10 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             dm.prepare_data()
             dm.setup("fit")
             wb, probe = _window_batches(cfg, dm, args)
-            if getattr(args, "paired", False):
+            if args.paired:
                 limit, ours = paired_rates(cfg.copy(), args, wb, tmp)
                 pairs = WindowRates(
-                    tuple(s / lim for s, lim in zip(ours.rates, limit.rates, strict=False))
+                    tuple(s / lim for s, lim in zip(ours.rates, limit.rates, strict=True))
                 )
             else:
                 limit = limit_rates(cfg, dm, args, wb)
