@@ -174,3 +174,55 @@ def test_bench_train_paired_reports_the_ratio_of_each_pair(
     # pairs 0.9, 0.95, 0.5: their median, not the ratio of the medians (190 / 200)
     assert row["stnlab_over_limit"] == 0.9
     assert (row["stnlab_over_limit_low"], row["stnlab_over_limit_high"]) == (0.5, 0.95)
+
+
+def test_floor_windows_alternate_with_the_limit(
+    fake_mnist: Path, tmp_path: Path, ticking_clock: Callable
+) -> None:
+    """--floor: Lightning's bare loop, a limit window after each of its windows; it writes
+    nothing but its rates (no checkpoints, no logs)."""
+    from stnlab.config_checks import instantiate_checked
+
+    ticking_clock(1.0)  # floor: one tick per training batch; limit: one tick per window
+    cfg = compose_case(
+        [*CASES["small/rotated"], "data.val_size=100", "data.batch_size=32"],
+        str(fake_mnist),
+        str(tmp_path / "out"),
+    )
+    dm = instantiate_checked(cfg.data, "data")
+    dm.setup("fit")
+    args = SimpleNamespace(warmup=1, windows=3, device="cpu")
+    (tmp_path / "floor").mkdir()
+    limit, floor = train_bench.floor_rates(cfg, dm, args, 5, str(tmp_path / "floor"))
+    assert floor.rates == pytest.approx((32.0, 32.0, 32.0))  # 5 × 32 samples per 5 ticks
+    assert limit.rates == pytest.approx((160.0, 160.0, 160.0))  # 5 × 32 samples per tick
+    written = sorted(p.name for p in (tmp_path / "floor").rglob("*") if p.is_file())
+    assert written == ["floor_rates.json"]
+
+
+def test_bench_train_floor_reports_the_ratio_of_each_pair(
+    fake_mnist: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stnlab.bench.timing import WindowRates
+
+    def floor(*args: object) -> tuple[WindowRates, WindowRates]:
+        return WindowRates((100.0, 200.0, 400.0)), WindowRates((99.0, 150.0, 380.0))
+
+    def paired(*args: object) -> tuple[WindowRates, WindowRates]:
+        return WindowRates((100.0, 100.0, 100.0)), WindowRates((90.0, 90.0, 90.0))
+
+    monkeypatch.setattr(train_bench, "floor_rates", floor)
+    monkeypatch.setattr(train_bench, "paired_rates", paired)
+    argv = ["train", "--paired", "--floor", "--cases", "small/rotated", "--windows", "3"]
+    argv += ["--window-batches", "1", "--warmup", "1", "--workers", "0"]
+    argv += ["--data-dir", str(fake_mnist), "--override", "data.val_size=100"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    row = _last_json(out)["small/rotated"]
+    # pairs 0.99, 0.75, 0.95: their median and range; the floor's median rate
+    assert row["floor_over_limit"] == 0.95
+    assert (row["floor_over_limit_low"], row["floor_over_limit_high"]) == (0.75, 0.99)
+    assert row["floor_samples_per_s"] == 150.0
+    assert row["stnlab_over_limit"] == 0.9
+    assert "floor: Lightning's bare loop / limit of each pair of windows: median 0.950" in out
+    assert "paired: stnlab / limit of each pair of windows: median 0.900" in out

@@ -16,6 +16,12 @@ process, each after warm-up, as the median of several timed windows in samples p
 of each pair is taken a few seconds apart, so a machine whose speed drifts from one minute
 to the next (a shared VM) moves both sides of it alike. Without it the limit runs before
 the fit and the ratio carries that drift.
+
+``--floor`` adds **Lightning's bare loop**: a ``Trainer.fit`` of a LightningModule that
+holds nothing of stnlab's (cross-entropy on the limit's pre-rendered canvases, the same
+network and optimiser; no data module, distortions, metrics, logging, scheduler or
+callbacks), paired with limit windows in the same way. Its ratio to the limit is what
+Lightning's own loop costs; what stnlab adds is the rest of stnlab's gap.
 """
 
 from __future__ import annotations
@@ -64,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="time the limit in windows alternating with stnlab's, inside the one fit",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time Lightning's bare loop (no stnlab code) against the limit, paired",
+    )
     add_config_arguments(parser)
 
 
@@ -85,18 +96,26 @@ class WindowTimer(L.Callback):
 
     With ``paired``, one window of the limit loop (a fresh model of the same config, its
     own optimiser, pre-rendered canvases; see :func:`limit_rates`) runs after each timed
-    window, untimed by the stnlab side. The file holds ``{"stnlab": [...], "limit": [...]}``
-    (the limit's list empty without ``paired``).
+    window, untimed by the stnlab side; ``limit_window`` gives that loop ready-made (a
+    function as :func:`limit_window_of` returns), for a fit without stnlab's module.
+    The file holds ``{"stnlab": [...], "limit": [...]}`` (the limit's list empty without
+    ``paired`` or ``limit_window``).
     """
 
     def __init__(
-        self, out_file: str, warmup: int, windows: int, window_batches: int, paired: bool = False
+        self,
+        out_file: str,
+        warmup: int,
+        windows: int,
+        window_batches: int,
+        paired: bool = False,
+        limit_window: Callable[[int], float] | None = None,
     ) -> None:
         self.out_file, self.warmup, self.paired = out_file, warmup, paired
         self.windows, self.window_batches = windows, window_batches
         self.rates: list[float] = []
         self.limit: list[float] = []
-        self._limit_window: Callable[[int], float] | None = None
+        self._limit_window = limit_window
         self._intervals = 0  # within-epoch intervals so far
         self._window = [0.0, 0]  # seconds and samples of the window being timed
         self._last: tuple[int, float, int] | None = None  # (epoch, time, samples) of the last batch
@@ -132,18 +151,25 @@ class WindowTimer(L.Callback):
 
 
 def paired_limit(trainer: L.Trainer, pl_module: Any, window_batches: int) -> Callable[[int], float]:
-    """The limit loop for a paired run: ``window(warmup)`` → samples/s of one window of
+    """The limit loop for a paired stnlab run (:func:`limit_window_of` with the run's
+    config, data module and device)."""
+    cfg = OmegaConf.create(pl_module.run_config)
+    return limit_window_of(cfg, trainer.datamodule, pl_module.device, window_batches)
+
+
+def limit_window_of(
+    cfg: DictConfig, dm: Any, device: torch.device, window_batches: int
+) -> Callable[[int], float]:
+    """The limit loop, a window at a time: ``window(warmup)`` → samples/s of one window of
     ``window_batches`` steps after ``warmup`` untimed ones.
 
-    A fresh model of the run's config (seeded as :func:`limit_rates` seeds it, without
-    touching the run's random state), its own optimiser, and canvases rendered once from
-    the run's training digits with a generator of their own."""
-    cfg = OmegaConf.create(pl_module.run_config)
-    device = pl_module.device
+    A fresh model of ``cfg`` (seeded as :func:`limit_rates` seeds it, without touching the
+    caller's random state), its own optimiser, and canvases rendered once from ``dm``'s
+    training digits with a generator of their own."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         step = _train_step(instantiate_checked(cfg.model, "model"), device)
-    batches = endless(limit_batches(cfg, trainer.datamodule, device))
+    batches = endless(limit_batches(cfg, dm, device))
 
     def window(warmup: int) -> float:
         return timed_windows(
@@ -229,6 +255,62 @@ def paired_rates(
     return WindowRates(tuple(rates["limit"])), WindowRates(tuple(rates["stnlab"]))
 
 
+class BareLightning(L.LightningModule):
+    """Lightning's own training loop around ``module``'s network and nothing of stnlab's:
+    cross-entropy on ready batches and the same optimiser (:meth:`STNLitModule.make_optimizer`);
+    no metrics, logging or scheduler. The floor that ``--floor`` times."""
+
+    def __init__(self, module: STNLitModule) -> None:
+        super().__init__()
+        self.net = module.net
+        self._make_optimizer = module.make_optimizer  # builds over this same network
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+        """Cross-entropy of canvases ``(B, C, S, S)`` against labels ``(B,)``."""
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self._make_optimizer()
+
+
+def floor_rates(
+    cfg: DictConfig, dm: Any, args: argparse.Namespace, wb: int, tmp: str
+) -> tuple[WindowRates, WindowRates]:
+    """``(limit, floor)`` from alternating windows inside one ``Trainer.fit`` of
+    :class:`BareLightning` over the limit's pre-rendered canvases: the cost of Lightning's
+    loop alone (no data module, callbacks, logger, progress bar or checkpoints)."""
+    device = torch.device(args.device)
+    out = Path(tmp) / "floor_rates.json"
+    timer = WindowTimer(
+        str(out),
+        args.warmup,
+        args.windows,
+        wb,
+        limit_window=limit_window_of(cfg, dm, device, wb),
+    )
+    L.seed_everything(cfg.seed, verbose=False)
+    module = BareLightning(instantiate_checked(cfg.model, "model"))
+    batches = limit_batches(cfg, dm, device)
+    steps = args.warmup + args.windows * wb + 1
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        max_steps=steps,
+        logger=False,
+        callbacks=[timer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp,
+    )
+    # one epoch of `steps` batches, each one of the canvases already on the device
+    loader = DataLoader([batches[i % len(batches)] for i in range(steps)], batch_size=None)
+    trainer.fit(module, train_dataloaders=loader)
+    rates = json.loads(out.read_text())
+    return WindowRates(tuple(rates["limit"])), WindowRates(tuple(rates["stnlab"]))
+
+
 def _timed_fit(
     cfg: DictConfig, args: argparse.Namespace, wb: int, tmp: str, *, paired: bool
 ) -> dict[str, list[float]]:
@@ -301,6 +383,21 @@ def _window_batches(
     return max(2, round(2.0 * probe.median / cfg.data.batch_size)), probe
 
 
+def _report_pairs(
+    row: dict[str, float], key: str, side: WindowRates, limit: WindowRates, label: str
+) -> None:
+    """Put the median and range of the pair ratios ``side / limit`` (window by window) into
+    ``row`` as ``{key}_over_limit``, ``_low`` and ``_high``, and print them."""
+    pairs = WindowRates(tuple(s / lim for s, lim in zip(side.rates, limit.rates, strict=True)))
+    row[f"{key}_over_limit"] = round(pairs.median, 3)
+    row[f"{key}_over_limit_low"] = round(pairs.low, 3)
+    row[f"{key}_over_limit_high"] = round(pairs.high, 3)
+    print(
+        f"  ({label} / limit of each pair of windows: median {pairs.median:.3f}, "
+        f"range {pairs.low:.3f}–{pairs.high:.3f})"
+    )
+
+
 def _device_name(device: str) -> str:
     return torch.cuda.get_device_name() if device == "cuda" else "cpu"
 
@@ -335,13 +432,10 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             wb, probe = _window_batches(cfg, dm, args)
             if args.paired:
                 limit, ours = paired_rates(cfg.copy(), args, wb, tmp)
-                pairs = WindowRates(
-                    tuple(s / lim for s, lim in zip(ours.rates, limit.rates, strict=True))
-                )
             else:
                 limit = limit_rates(cfg, dm, args, wb)
                 ours = stnlab_rates(cfg.copy(), args, wb, tmp)
-                pairs = None
+            floor = floor_rates(cfg, dm, args, wb, tmp) if args.floor else None
             peer, workers = peer_rates(cfg, dm, args, wb, variant)
             first_warmup = (probe or limit).warmup_seconds  # with any compile time
             if first_warmup is not None:
@@ -353,14 +447,11 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             "stnlab_over_limit": round(ours.median / limit.median, 3),
             "stnlab_over_peer": round(ours.median / peer.median, 3),
         }
-        if pairs is not None:  # the ratio of each pair of windows, and their spread
-            row["stnlab_over_limit"] = round(pairs.median, 3)
-            row["stnlab_over_limit_low"] = round(pairs.low, 3)
-            row["stnlab_over_limit_high"] = round(pairs.high, 3)
-            print(
-                f"  ({name}, paired: stnlab / limit of each pair of windows: median "
-                f"{pairs.median:.3f}, range {pairs.low:.3f}–{pairs.high:.3f})"
-            )
+        if args.paired:  # the ratio of each pair of windows, and their spread
+            _report_pairs(row, "stnlab", ours, limit, f"{name}, paired: stnlab")
+        if floor is not None:
+            row["floor_samples_per_s"] = round(floor[1].median, 1)
+            _report_pairs(row, "floor", floor[1], floor[0], f"{name}, floor: Lightning's bare loop")
         results[name] = row
         span = {
             k: f"{v.median:,.0f} ({v.low:,.0f}–{v.high:,.0f})"
