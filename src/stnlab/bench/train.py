@@ -265,7 +265,9 @@ class BareLightning(L.LightningModule):
         self.net = module.net
         self._make_optimizer = module.make_optimizer  # builds over this same network
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> Any:
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
         """Cross-entropy of canvases ``(B, C, S, S)`` against labels ``(B,)``."""
         x, y = batch
         return F.cross_entropy(self.net(x), y)
@@ -279,7 +281,8 @@ def floor_rates(
 ) -> tuple[WindowRates, WindowRates]:
     """``(limit, floor)`` from alternating windows inside one ``Trainer.fit`` of
     :class:`BareLightning` over the limit's pre-rendered canvases: the cost of Lightning's
-    loop alone (no data module, callbacks, logger, progress bar or checkpoints)."""
+    loop alone (no data module, callbacks, logger, progress bar or checkpoints). Like the
+    limit loop, it runs at full precision whatever ``trainer.precision`` says."""
     device = torch.device(args.device)
     out = Path(tmp) / "floor_rates.json"
     timer = WindowTimer(
