@@ -207,6 +207,15 @@ def test_out_of_range_values(make_cfg: MakeCfg, override: str, match: str) -> No
             r"^model.optimizer.betas\[1\]=1.5 must be a finite number in \[0, 1\)",
         ),
         (["trainer.max_epochs=1.5"], r"^trainer.max_epochs=1.5 must be a positive integer"),
+        (
+            ["model.scheduler_interval=batch"],
+            r"^model.scheduler_interval='batch' must be 'epoch' or 'step'$",
+        ),
+        (
+            ["experiment=colocalisation/t", "model.scheduler_interval=batch"],
+            r"^model.scheduler_interval='batch' must be 'epoch' or 'step'$",
+        ),
+        (["~model.optimizer.lr"], r"^model.optimizer \(SGD\) has no lr for model.loc_lr_mult"),
     ],
 )
 def test_wrong_types_and_values_name_the_key_and_what_is_valid(

@@ -31,7 +31,7 @@ from stnlab.errors import CheckpointError, ConfigError
 from stnlab.geometry import box_iou
 from stnlab.models import Colocaliser, triplet_hinge
 from stnlab.module import restore_best, save_run_record
-from stnlab.schedules import optimizer_config
+from stnlab.schedules import check_interval, optimizer_config, scaled_lr
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,7 @@ class ColocalisationModule(L.LightningModule):
         search_steps: int | None = None,
     ) -> None:
         super().__init__()
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(
-                f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
-            )
+        check_interval(scheduler_interval)
         check_range("model.margin", margin, minimum=0)
         check_range("model.iou_threshold", iou_threshold, minimum=0, below=1)
         check_range("model.loc_lr_mult", loc_lr_mult, above=0)
@@ -226,11 +223,9 @@ class ColocalisationModule(L.LightningModule):
 
     # ---------------------------------------------------------------- optimiser
     def configure_optimizers(self) -> dict[str, Any]:
-        base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-        if base_lr is None:
-            raise ValueError("model.optimizer needs an explicit lr")
         params = [p for p in self.net.transformer.parameters() if p.requires_grad]
-        group = {"params": params, "lr": base_lr * self.hparams.loc_lr_mult, "name": "transformer"}
+        lr = scaled_lr(self.optimizer_factory, self.hparams.loc_lr_mult)
+        group = {"params": params, "lr": lr, "name": "transformer"}
         return optimizer_config(
             self.optimizer_factory(params=[group]),
             self.scheduler_factory,

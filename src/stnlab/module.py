@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from stnlab.checks import check_range
 from stnlab.models import STNClassifier
-from stnlab.schedules import optimizer_config
+from stnlab.schedules import check_interval, optimizer_config, scaled_lr
 
 
 class STNLitModule(L.LightningModule):
@@ -54,10 +54,7 @@ class STNLitModule(L.LightningModule):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        if scheduler_interval not in ("epoch", "step"):
-            raise ValueError(
-                f"model.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}"
-            )
+        check_interval(scheduler_interval)
         check_range(
             "model.loc_lr_mult", loc_lr_mult, minimum=0, hint=" (0 freezes the localisation net)"
         )
@@ -160,10 +157,7 @@ class STNLitModule(L.LightningModule):
         other = [p for p in self.net.parameters() if id(p) not in loc_ids]
         groups: list[dict[str, Any]] = [{"params": other, "name": "backbone"}]
         if loc_params:
-            base_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
-            if base_lr is None:
-                raise ValueError("model.optimizer needs an explicit lr for loc_lr_mult to scale")
-            lr = base_lr * self.hparams.loc_lr_mult
+            lr = scaled_lr(self.optimizer_factory, self.hparams.loc_lr_mult)
             groups.append({"params": loc_params, "lr": lr, "name": "transformer"})
         return self.optimizer_factory(params=groups)
 

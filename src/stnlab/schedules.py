@@ -15,7 +15,10 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from stnlab.errors import ConfigError
+
 SHAPES = ("cosine", "linear", "constant")
+INTERVALS = ("epoch", "step")
 
 
 def warmup_decay_factor(
@@ -88,6 +91,41 @@ class WarmupDecayLR(LRScheduler):
             self.last_epoch, self.total_steps, self.warmup_steps, self.shape, self.final_factor
         )
         return [base * factor for base in self.base_lrs]
+
+
+def check_interval(interval: str) -> None:
+    """Raise :class:`~stnlab.errors.ConfigError` unless ``model.scheduler_interval`` is
+    ``"epoch"`` or ``"step"``.
+
+    >>> check_interval("step")
+    >>> check_interval("batch")
+    Traceback (most recent call last):
+    ...
+    stnlab.errors.ConfigError: model.scheduler_interval='batch' must be 'epoch' or 'step'
+    """
+    if interval not in INTERVALS:
+        raise ConfigError(
+            f"model.scheduler_interval={interval!r} must be {' or '.join(map(repr, INTERVALS))}"
+        )
+
+
+def scaled_lr(optimizer_factory: Callable[..., Optimizer], mult: float) -> float:
+    """The LR of the transformer's parameter group: the partial optimiser's ``lr`` times
+    ``mult`` (``model.loc_lr_mult``). The optimiser must name its ``lr``, or there would be
+    nothing to scale.
+
+    >>> import torch
+    >>> scaled_lr(functools.partial(torch.optim.SGD, lr=0.1), 0.5)
+    0.05
+    """
+    base_lr = getattr(optimizer_factory, "keywords", {}).get("lr")
+    if base_lr is None:
+        func = getattr(optimizer_factory, "func", optimizer_factory)
+        raise ConfigError(
+            f"model.optimizer ({getattr(func, '__name__', func)}) has no lr for "
+            "model.loc_lr_mult to scale; set one, e.g. model.optimizer.lr=0.001"
+        )
+    return float(base_lr) * mult
 
 
 def optimizer_config(

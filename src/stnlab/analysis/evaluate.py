@@ -33,7 +33,7 @@ from stnlab.analysis.paper import (
     run_source,
     run_variant,
 )
-from stnlab.analysis.tables import write_csv
+from stnlab.analysis.tables import output_files, write_csv
 from stnlab.callbacks.pose import LOGGED as POSE_STATISTICS
 from stnlab.callbacks.pose import logged_statistics, match_poses
 from stnlab.checkpoints import build_from_data, load_checkpoint_net
@@ -301,9 +301,7 @@ def _cell(value: Any) -> str:
 def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -> list[Path]:
     """Write ``results.csv`` (every field) and ``results.md`` (a readable table: the pose
     columns as ``pose undone`` and the angle's circular std before → after)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = out / "results.csv", out / "results.md"
+    csv_path, md_path = output_files(out_dir, "results.csv", "results.md")
     write_csv(csv_path, rows, FIELDS)
     header = [
         "variant",

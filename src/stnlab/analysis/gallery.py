@@ -9,6 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from stnlab.analysis.tables import output_files
 from stnlab.image_grid import PAD, tile, to_rgb, to_uint8
 
 
@@ -38,14 +39,10 @@ def write_gallery(
     samples: dict[str, tuple[Tensor, Tensor]], out_dir: str | Path, cols: int = 8
 ) -> list[Path]:
     """Write ``<out_dir>/<variant>.png`` for each ``variant → (images, labels)``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for variant, (images, labels) in samples.items():
+    paths = output_files(out_dir, *(f"{variant}.png" for variant in samples))
+    for path, (variant, (images, labels)) in zip(paths, samples.items(), strict=True):
         side = images.shape[-1]
         title = f"{variant}: {side}x{side}, label in red"
         zoom = max(1, 112 // side)
-        path = out / f"{variant}.png"
         labelled_grid(images, labels, cols=cols, zoom=zoom, title=title).save(path)
-        written.append(path)
-    return written
+    return list(paths)

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from stnlab.analysis import paper
-from stnlab.analysis.tables import write_csv
+from stnlab.analysis.tables import output_files, write_csv
 from stnlab.checkpoints import read_yaml_data
 from stnlab.errors import ConfigError
 from stnlab.progress import track
@@ -246,9 +246,7 @@ def write_report(
     rows: list[dict[str, Any]], out_dir: str | Path, title: str = ""
 ) -> tuple[Path, Path, Path]:
     """Write ``report.md``, ``report.csv`` (one row per cell) and ``report.png``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md, table, png = out / "report.md", out / "report.csv", out / "report.png"
+    md, table, png = output_files(out_dir, "report.md", "report.csv", "report.png")
     md.write_text(markdown_table(rows, title))
     records = [
         {
@@ -377,9 +375,7 @@ def write_colocalisation(
     rows: list[dict[str, Any]], out_dir: str | Path, title: str = ""
 ) -> tuple[Path, Path]:
     """Write ``colocalisation.md`` and ``colocalisation.csv`` (one row per digit and T/TC)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md, table = out / "colocalisation.md", out / "colocalisation.csv"
+    md, table = output_files(out_dir, "colocalisation.md", "colocalisation.csv")
     md.write_text(colocalisation_table(rows, title))
     records = [
         {

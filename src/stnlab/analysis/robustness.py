@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from stnlab.analysis.tables import write_csv
+from stnlab.analysis.tables import output_files, write_csv
 from stnlab.geometry import AffineTransform, placement_theta, warp
 from stnlab.progress import track
 
@@ -113,9 +113,7 @@ def write_curves(
     rows: list[dict[str, Any]], out_dir: str | Path, title: str = ""
 ) -> tuple[Path, Path]:
     """Write ``robustness.csv`` (one row per model, factor and value) and ``robustness.png``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path, png_path = out / "robustness.csv", out / "robustness.png"
+    csv_path, png_path = output_files(out_dir, "robustness.csv", "robustness.png")
     write_csv(csv_path, rows, FIELDS)
     plot_curves(rows, title).savefig(png_path, dpi=110, bbox_inches="tight")
     return csv_path, png_path

@@ -1,5 +1,6 @@
-"""The CSV files of the analysis commands (``results.csv``, ``robustness.csv``,
-``report.csv``): one writer, so they all quote, order and leave blanks alike."""
+"""The files of the analysis commands: the folder they go in (:func:`output_files`) and
+their CSV tables (``results.csv``, ``robustness.csv``, ``report.csv``): one writer, so they
+all quote, order and leave blanks alike."""
 
 from __future__ import annotations
 
@@ -7,6 +8,19 @@ import csv
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def output_files(out_dir: str | Path, *names: str) -> tuple[Path, ...]:
+    """Create ``out_dir`` (with its parents) and return the path of each of ``names`` in it.
+
+    >>> import tempfile, pathlib
+    >>> md, csv_path = output_files(pathlib.Path(tempfile.mkdtemp()) / "a" / "b", "t.md", "t.csv")
+    >>> md.parent.is_dir(), csv_path.name
+    (True, 't.csv')
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return tuple(out / name for name in names)
 
 
 def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> Path:
