@@ -3,6 +3,10 @@
 ``torch.optim.lr_scheduler.OneCycleLR`` sets one ``max_lr`` for every group, which would
 undo ``model.loc_lr_mult`` (the transformer's group runs at a fraction of the base LR).
 :class:`WarmupDecayLR` scales every group's initial LR by the same factor instead.
+
+Both LightningModules take their optimiser set-up from here: the transformer's scaled LR
+(:func:`scaled_lr`), the scheduler's interval (:func:`check_interval`) and what
+``configure_optimizers`` returns (:func:`optimizer_config`).
 """
 
 from __future__ import annotations
