@@ -28,6 +28,19 @@ class TransformFamily(nn.Module):
         """The θ ``(P,)`` whose grid is the identity."""
         raise NotImplementedError
 
+    def window(self, scale: float) -> Tensor:
+        """The θ ``(P,)`` that reads a centred square window, ``scale`` × the input's side,
+        onto the whole output: a zoomed-in identity for ``scale < 1``, the identity at 1.
+
+        Families without an isotropic scale (translation) have only ``scale = 1``.
+        """
+        if scale == 1.0:
+            return self.identity()
+        raise ValueError(
+            f"the {self.name} family cannot start zoomed: model.net.transformer.init_scale="
+            f"{scale} needs attention, similarity, affine, projective or tps (or 1.0)"
+        )
+
     def grid(self, theta: Tensor, size: tuple[int, int]) -> Tensor:
         """Sampling grid ``(B, H, W, 2)`` for θ ``(B, P)`` and output ``size = (H, W)``."""
         raise NotImplementedError
@@ -88,6 +101,9 @@ class AffineTransform(_AffineFamily):
     def identity(self) -> Tensor:
         return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
+    def window(self, scale: float) -> Tensor:
+        return torch.tensor([scale, 0.0, 0.0, 0.0, scale, 0.0])
+
     def matrix(self, theta: Tensor) -> Tensor:
         """θ ``(B, 6)`` → matrix ``(B, 2, 3)``."""
         self.check_theta(theta)
@@ -123,6 +139,20 @@ class _ConstrainedAffine(_AffineFamily):
         if self.max_translation is None:
             return raw
         return self.max_translation * torch.tanh(raw / self.max_translation)
+
+    def _raw_scale(self, scale: float) -> float:
+        """The raw θ entry whose bounded scale is ``scale`` (the inverse of :meth:`_scale`)."""
+        if self.scale_range is None:
+            return scale
+        low, high = self.scale_range
+        if not low < scale < high:
+            raise ValueError(
+                f"model.net.transformer.init_scale={scale} is outside the family's "
+                f"scale_range ({low}, {high})"
+            )
+        p = (1.0 - low) / (high - low)
+        q = (scale - low) / (high - low)
+        return 1.0 + math.log(q / (1 - q)) - math.log(p / (1 - p))
 
     def _scale(self, raw: Tensor) -> Tensor:
         """Raw scale → bounded scale; raw 1 maps to exactly 1 (the identity)."""
@@ -178,6 +208,15 @@ class AttentionTransform(_ConstrainedAffine):
     def identity(self) -> Tensor:
         return torch.tensor([1.0, 0.0, 0.0])
 
+    def window(self, scale: float) -> Tensor:
+        """A centred window, ``scale`` × the input's side, within the scale bounds.
+
+        >>> family = AttentionTransform(scale_range=(0.2, 1.5))
+        >>> family.matrix(family.window(0.4)[None])[0, 0].round(decimals=4)
+        tensor([0.4000, 0.0000, 0.0000])
+        """
+        return torch.tensor([self._raw_scale(scale), 0.0, 0.0])
+
     def matrix(self, theta: Tensor) -> Tensor:
         self.check_theta(theta)
         s, t = self._scale(theta[:, 0]), self._translation(theta[:, 1:])
@@ -201,6 +240,9 @@ class SimilarityTransform(_ConstrainedAffine):
 
     def identity(self) -> Tensor:
         return torch.tensor([0.0, 1.0, 0.0, 0.0])
+
+    def window(self, scale: float) -> Tensor:
+        return torch.tensor([0.0, self._raw_scale(scale), 0.0, 0.0])
 
     def matrix(self, theta: Tensor) -> Tensor:
         self.check_theta(theta)
@@ -227,6 +269,9 @@ class ProjectiveTransform(TransformFamily):
 
     def identity(self) -> Tensor:
         return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+
+    def window(self, scale: float) -> Tensor:
+        return torch.tensor([scale, 0.0, 0.0, 0.0, scale, 0.0, 0.0, 0.0])
 
     def matrix(self, theta: Tensor) -> Tensor:
         """θ ``(B, 8)`` → homography ``(B, 3, 3)``."""
@@ -314,6 +359,9 @@ class TPSTransform(TransformFamily):
 
     def identity(self) -> Tensor:
         return self.control.flatten().clone()
+
+    def window(self, scale: float) -> Tensor:
+        return self.control.flatten() * scale
 
     def _output_basis(self, size: tuple[int, int], device: torch.device, dtype: torch.dtype):
         key = (*size, device, dtype)

@@ -32,7 +32,10 @@ class SpatialTransformer(nn.Module):
     """Warp the input by a θ that a localisation net predicts from it.
 
     The final regression layer starts at the identity (zero weights, identity bias), so a
-    fresh transformer passes its input through unchanged and learns away from it. With
+    fresh transformer passes its input through unchanged and learns away from it; with
+    ``init_scale < 1`` it starts at a centred window instead, ``init_scale`` × the input's
+    side (a zoomed-in identity), so a transformer whose output is smaller than its input
+    samples at full resolution from the first step. With
     ``num_transformers = N > 1`` the localisation features feed N regression heads and the
     N warped copies are concatenated on channels: ``(B, N·C, S, S)``.
 
@@ -41,6 +44,8 @@ class SpatialTransformer(nn.Module):
         transform: the transform family θ belongs to.
         output_size: side of the square output (default: same as the input).
         num_transformers: parallel transformers sharing the localisation net.
+        init_scale: side of the initial window as a fraction of the input's side
+            (:meth:`TransformFamily.window <stnlab.geometry.TransformFamily.window>`).
 
     Attributes:
         sampler: the :class:`GridSampler` every output goes through; hook it to observe
@@ -53,23 +58,27 @@ class SpatialTransformer(nn.Module):
         transform: TransformFamily,
         output_size: int | None = None,
         num_transformers: int = 1,
+        init_scale: float = 1.0,
     ) -> None:
         super().__init__()
         check_range(
             "model.net.transformer.num_transformers", num_transformers, integer=True, minimum=1
         )
+        check_range("model.net.transformer.init_scale", init_scale, above=0.0, maximum=1.0)
         self.loc_net = loc_net
         self.transform = transform
         self.output_size = output_size
         self.num_transformers = num_transformers
+        self.init_scale = init_scale
         self.regressor = nn.Linear(loc_net.out_features, transform.num_params * num_transformers)
         self.reset_to_identity()
         self.sampler = GridSampler()
 
     def reset_to_identity(self) -> None:
-        """Zero the regression weights and set its bias to the family's identity θ."""
+        """Zero the regression weights and set its bias to the family's identity θ (the
+        centred window of ``init_scale``)."""
         nn.init.zeros_(self.regressor.weight)
-        identity = self.transform.identity().repeat(self.num_transformers)
+        identity = self.transform.window(self.init_scale).repeat(self.num_transformers)
         self.regressor.bias.data.copy_(identity.to(self.regressor.bias))
 
     def predict_theta(self, x: Tensor) -> Tensor:
