@@ -10,12 +10,13 @@ inference and analysis can all draw with it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
@@ -48,8 +49,13 @@ def to_rgb(images: Tensor) -> Tensor:
     raise ValueError(f"cannot show images of {channels} channels (1, 2 or 3)")
 
 
-BOX_COLOURS = {"found": (1.0, 0.25, 0.25), "true": (0.2, 0.9, 0.2)}
-"""Outline colours: the box a model found (red) and the true box (green)."""
+BOX_COLOURS = {
+    "found": (1.0, 0.25, 0.25),
+    "true": (0.2, 0.9, 0.2),
+    "window": (0.25, 0.6, 1.0),
+}
+"""Outline colours: the box a model found (red), the true box (green), and the window a
+transformer reads onto its output (blue)."""
 
 
 def draw_boxes(
@@ -76,6 +82,34 @@ def draw_boxes(
     border = inside & ((xs == x0) | (xs == x1) | (ys == y0) | (ys == y1))  # (N, H, W)
     paint = torch.tensor(colour, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
     return torch.where(border.unsqueeze(1), paint, rgb)
+
+
+def draw_quads(
+    images: Tensor, quads: Tensor, colour: tuple[float, float, float] = BOX_COLOURS["window"]
+) -> Tensor:
+    """Outline one quadrilateral per image: ``images`` ``(N, C, H, W)`` in ``[0, 1]``,
+    ``quads`` ``(N, 4, 2)`` corner points ``(x, y)`` in pixels (edges: ``(0, 0)`` is the
+    image's top-left corner) → ``(N, 3, H, W)`` with a one-pixel ``colour`` outline, clipped
+    to the image. Corners that are not finite (a degenerate warp) draw nothing.
+
+    >>> square = torch.tensor([[[1.0, 1], [5, 1], [5, 5], [1, 5]]])
+    >>> out = draw_quads(torch.zeros(1, 1, 6, 6), square)
+    >>> out[0, 2].tolist()[1], out[0, 2].tolist()[2]  # blue: the top edge, then the sides
+    ([0.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    """
+    rgb = to_rgb(images.detach().float().cpu())
+    paint = tuple(round(255 * c) for c in colour)
+    drawn = []
+    for image, quad in zip(rgb, quads.detach().double().cpu(), strict=True):
+        picture = Image.fromarray(to_uint8(image))
+        if bool(torch.isfinite(quad).all()):
+            # corners on pixel edges → the pixels just inside them (PIL's i is pixel i)
+            quad = quad.clamp(-1e4, 1e4)
+            inner = quad + 0.5 * torch.sign(quad.mean(0) - quad) - 0.5
+            points = [(round(float(x)), round(float(y))) for x, y in inner]
+            ImageDraw.Draw(picture).line([*points, points[0]], fill=paint, width=1)
+        drawn.append(torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1))
+    return torch.stack(drawn).float() / 255
 
 
 def tile(images: Tensor, cols: int, pad: int = PAD, pad_value: float = PAD_VALUE) -> Tensor:
@@ -118,31 +152,63 @@ def to_bytes(images: Tensor) -> Tensor:
 
 
 def side_by_side(
-    inputs: Tensor, *outputs: Tensor, cols: int | None = None, zoom: int = 1
+    inputs: Tensor,
+    *outputs: Tensor,
+    cols: int | None = None,
+    zoom: int = 1,
+    titles: Sequence[str] | None = None,
+    enlarge: bool = False,
 ) -> np.ndarray:
     """``inputs`` tiled on the left, each of ``outputs`` tiled the same way to its right
     (one panel per parallel transformer).
 
     All are ``(N, C, H, W)`` in ``[0, 1]`` (their sizes may differ); ``cols`` defaults to
     ``⌊√N⌋``. White bars split the panels; ``zoom`` repeats every pixel for legibility.
-    Returns ``uint8`` ``(H_picture, W_picture, 3)``.
+    With ``enlarge``, outputs at most half the inputs' side are enlarged by the whole
+    factor that brings them closest to it (nearest neighbour), so a small window's image
+    is not a thumbnail. ``titles`` (one per panel) are written in a strip above the
+    panels. Returns ``uint8`` ``(H_picture, W_picture, 3)``.
 
     >>> side_by_side(torch.zeros(4, 1, 5, 5), torch.ones(4, 1, 3, 3)).shape
     (16, 32, 3)
     >>> side_by_side(torch.zeros(4, 2, 5, 5), torch.ones(4, 2, 3, 3), torch.ones(4, 2, 3, 3)).shape
     (16, 48, 3)
+    >>> side_by_side(torch.zeros(4, 1, 8, 8), torch.ones(4, 1, 4, 4), enlarge=True).shape
+    (22, 48, 3)
+    >>> side_by_side(torch.zeros(4, 1, 8, 8), torch.ones(4, 1, 8, 8), titles=["in", "out"]).shape
+    (34, 48, 3)
     """
+    if titles is not None and len(titles) != 1 + len(outputs):
+        raise ValueError(f"side_by_side needs one title per panel, got {len(titles)}")
     cols = cols or max(1, math.isqrt(inputs.shape[0]))
-    panels = [
-        tile(images.detach().float().cpu().clamp(0, 1), cols) for images in (inputs, *outputs)
-    ]
+    side = inputs.shape[-1]
+    shown = [inputs]
+    for images in outputs:
+        factor = side // images.shape[-1] if enlarge else 1
+        if factor >= 2:
+            images = images.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
+        shown.append(images)
+    panels = [tile(images.detach().float().cpu().clamp(0, 1), cols) for images in shown]
     height = max(panel.shape[1] for panel in panels)
     bar = torch.ones(3, height, 4)
     parts = []
     for panel in panels:
         parts += [F.pad(panel, (0, 0, 0, height - panel.shape[1]), value=PAD_VALUE), bar]
     picture = to_uint8(torch.cat(parts[:-1], dim=2))
-    return picture.repeat(zoom, axis=0).repeat(zoom, axis=1) if zoom > 1 else picture
+    if titles is not None:
+        strip = np.zeros((TITLE_HEIGHT, picture.shape[1], 3), dtype=np.uint8)
+        picture = np.concatenate((strip, picture), axis=0)
+    if zoom > 1:
+        picture = picture.repeat(zoom, axis=0).repeat(zoom, axis=1)
+    left = 0
+    for title, panel in zip(titles or [], panels, strict=False):
+        size = (TITLE_HEIGHT - 4) * zoom
+        picture = write_label(picture, title, ((left + 2) * zoom, zoom), size=size)
+        left += panel.shape[2] + bar.shape[2]
+    return picture
+
+
+TITLE_HEIGHT = 12  # pixels of the title strip above side-by-side panels (before zoom)
 
 
 def check_picture(image: np.ndarray, key: str) -> np.ndarray:
@@ -175,11 +241,20 @@ def figure_pixels(figure: Any) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def write_label(picture: np.ndarray, text: str, xy: tuple[int, int]) -> np.ndarray:
+def write_label(
+    picture: np.ndarray, text: str, xy: tuple[int, int], size: int | None = None
+) -> np.ndarray:
     """``picture`` ``(H, W, 3)`` ``uint8`` with ``text`` written in white at pixel ``xy``
-    (left, top) in PIL's built-in font; a new array."""
+    (left, top) in PIL's built-in font, ``size`` pixels high (its bitmap size when
+    ``None``, or where Pillow has no FreeType); a new array."""
     image = Image.fromarray(picture)
-    ImageDraw.Draw(image).text(xy, text, fill=(255, 255, 255))
+    font = None
+    if size is not None:
+        try:
+            font = ImageFont.load_default(size=size)
+        except (ImportError, OSError):  # Pillow without FreeType: the bitmap font
+            font = None
+    ImageDraw.Draw(image).text(xy, text, fill=(255, 255, 255), font=font)
     return np.asarray(image).copy()
 
 

@@ -62,7 +62,7 @@ def test_collapsed_transformer_stops_training(
 ) -> None:
     # A transformer that starts zoomed out 50× and cannot learn (loc LR 0) stays collapsed.
     monkeypatch.setattr(
-        AffineTransform, "identity", lambda self: torch.tensor([50.0, 0, 0, 0, 50.0, 0])
+        AffineTransform, "window", lambda self, scale: torch.tensor([50.0, 0, 0, 0, 50.0, 0])
     )
     cfg = make_cfg(
         "model=stn_cnn",

@@ -223,14 +223,16 @@ def test_measures_the_digits_validation_covered() -> None:
     assert covered(trainer([0]), dm, 5000) == 5000  # no validation ran: a plot measures all
 
 
-def test_logged_statistics_leave_out_undone_only_without_pose_spread() -> None:
+def test_logged_statistics_leave_out_undone_and_rotation_only_without_spread() -> None:
     square = box_corners(28).expand(5, 4, 2)
     upright = pose_statistics(box_corners(28), square, square)
-    assert set(logged_statistics(upright)) == set(LOGGED) - {"undone"}
+    pose_keys = {key for key in LOGGED if key in upright}
+    assert set(logged_statistics(upright)) == pose_keys - {"undone", "rotation_undone"}
     turned = torch.stack((square[0], square[0].flip(0)))
     broken = pose_statistics(box_corners(28), turned, torch.full_like(turned, math.nan))
     kept = logged_statistics(broken)
-    assert set(kept) == set(LOGGED) and math.isnan(kept["undone"])  # shown, not hidden
+    assert set(kept) >= pose_keys - {"rotation_undone"}
+    assert math.isnan(kept["undone"])  # shown, not hidden
 
 
 def test_bad_every_n_epochs_names_the_key() -> None:
@@ -250,7 +252,10 @@ def test_short_run_logs_pose_every_epoch_and_plots_it(
     for row in rows:
         assert row["val/acc"]  # on the same line as the validation metrics
         for key in LOGGED:
-            assert math.isfinite(float(row[f"val/pose/{key}"]))
+            if key != "clutter_kept":  # rotated digits carry no clutter
+                assert math.isfinite(float(row[f"val/pose/{key}"])), key
+        assert not row.get("val/pose/clutter_kept")
+        assert 0 < float(row["val/pose/digit_kept"]) <= 1.0
         assert float(row["val/pose/undone"]) <= 1.0
         assert float(row["val/pose/angle_std_before"]) > 20  # rotated: uniform on ±90°
     assert "val/pose/undone" in metrics

@@ -255,7 +255,9 @@ def evaluate_checkpoint(
         column = dataset_label(name, source)
         pose_row = dict.fromkeys(POSE_FIELDS)
         if transformer is not None and poses is not None:
-            matched = match_poses(transformer, inputs, poses, images.shape[-1], batch_size)
+            matched = match_poses(
+                transformer, inputs, poses, images.shape[-1], batch_size, labels=labels
+            )
             kept = logged_statistics(matched.metrics)
             pose_row = {f"pose_{key}": kept.get(key) for key in POSE_STATISTICS}
         rows.append(

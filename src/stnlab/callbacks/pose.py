@@ -27,21 +27,60 @@ from stnlab.callbacks.cadence import EveryNEpochs
 from stnlab.callbacks.pictures import publish_picture
 from stnlab.checks import check_range
 from stnlab.data.distortions import PoseRecord
-from stnlab.geometry import POSE_METRICS, box_corners, pose_statistics, similarity_fit
+from stnlab.geometry import (
+    POSE_METRICS,
+    TransformFamily,
+    box_corners,
+    box_coverage,
+    ink_kept,
+    invert_points,
+    pose_statistics,
+    rotation_undone,
+    similarity_fit,
+    window_mask,
+)
 from stnlab.image_grid import figure_pixels
 from stnlab.models import SpatialTransformer
 
 log = logging.getLogger(__name__)
 
-LOGGED = tuple(key for key in POSE_METRICS if not key.startswith("spread_"))
+WINDOW_METRICS = ("zoom", "zoom_std", "digit_kept", "clutter_kept")
+"""What the transformer's output window holds (:func:`window_statistics`)."""
+
+UPRIGHT_EXCLUDED = (0, 1, 8)
+"""Digits without a well-defined upright pose: ``rotation_undone_upright`` leaves them out."""
+
+CLASS_ROTATION = tuple(f"rotation_undone_{k}" for k in range(10))
+
+LOGGED = (
+    *(key for key in POSE_METRICS if not key.startswith("spread_")),
+    "rotation_undone_upright",
+    *WINDOW_METRICS,
+    *CLASS_ROTATION,
+)
 """The pose statistics logged (``val/pose/<key>``) and tabled by ``src/eval.py``."""
 
 
 def logged_statistics(metrics: dict[str, float]) -> dict[str, float]:
-    """The :data:`LOGGED` entries of pose statistics, without ``undone`` where the set has
-    no pose spread to undo (plain digits); a degenerate warp's NaN or inf is kept."""
-    defined = metrics["spread_before"] > 1e-6
-    return {key: metrics[key] for key in LOGGED if key != "undone" or defined}
+    """The :data:`LOGGED` entries of pose statistics, leaving out what does not apply:
+    ``undone`` where the set has no pose spread to undo (plain digits), the rotation
+    figures where it has no rotation, ``clutter_kept`` without clutter; a degenerate
+    warp's NaN or inf is kept."""
+    undefined = set()
+    if not metrics["spread_before"] > 1e-6:
+        undefined.add("undone")
+    if not metrics["angle_std_before"] > 1e-2:
+        undefined.update(key for key in LOGGED if key.startswith("rotation_undone"))
+    return {
+        key: metrics[key]
+        for key in LOGGED
+        if key in metrics and key not in undefined and not _absent(metrics[key])
+    }
+
+
+def _absent(value: float | None) -> bool:
+    """A figure that does not apply (no clutter, no digit of a class) is ``None``."""
+    return value is None
 
 
 @dataclasses.dataclass
@@ -76,6 +115,7 @@ def measure_pose(
     canvas_size: int | None = None,
     batch_size: int = 1000,
     index: int = 0,
+    labels: Tensor | None = None,
 ) -> PoseMeasurement:
     """Pose recovery of ``transformer`` on ``images`` ``(N, C, S, S)`` with their ``pose``.
 
@@ -86,8 +126,13 @@ def measure_pose(
     (``S / 2`` per normalised unit) before and after. Runs the localisation net only,
     without gradients, in eval mode, in batches on the transformer's device; for parallel
     transformers, transformer ``index``.
+
+    Beside the pose statistics, the metrics hold what the output window holds
+    (:func:`window_statistics`) and, with the digits' ``labels`` ``(N,)``, the rotation
+    undone per class (``rotation_undone_<k>``) and without the digits 0, 1 and 8
+    (``rotation_undone_upright``).
     """
-    return _measure_digits(transformer, images, (pose,), canvas_size, batch_size, index)[0]
+    return _measure_digits(transformer, images, (pose,), canvas_size, batch_size, index, labels)[0]
 
 
 @torch.no_grad()
@@ -98,6 +143,7 @@ def _measure_digits(
     canvas_size: int | None,
     batch_size: int,
     index: int,
+    labels: Tensor | None = None,
 ) -> list[PoseMeasurement]:
     """:func:`measure_pose` against each of ``poses`` (one record per digit of
     ``images``), from one localisation pass: every digit's corners are located together."""
@@ -105,14 +151,20 @@ def _measure_digits(
     device = next(transformer.parameters()).device
     # normalised input coordinates, every digit's four corners side by side: (N, 4·D, 2)
     corners = torch.cat([pose.corners.double() for pose in poses], dim=1) * (2.0 / canvas) - 1.0
+    output_size = transformer.output_size or images.shape[-1]
     was_training = transformer.training
     transformer.eval()
     try:
-        located = []
+        located, windows = [], []
         for start in range(0, len(images), batch_size):
             x = images[start : start + batch_size].to(device)
             points = corners[start : start + batch_size].to(device=device, dtype=x.dtype)
-            located.append(transformer.locate(x, points, index).double().cpu())
+            family, theta = transformer.warp_params(x, index)
+            located.append(invert_points(family, theta, points).double().cpu())
+            part = [pose[start : start + batch_size] for pose in poses]
+            windows.append(
+                _window_parts(family, theta, x, part, points.double(), output_size, len(poses))
+            )
     finally:
         transformer.train(was_training)
     unit = images.shape[-1] / 2
@@ -122,10 +174,78 @@ def _measure_digits(
         digit = slice(4 * j, 4 * j + 4)
         src = box_corners(pose.digit_size, dtype=torch.float64)
         metrics = pose_statistics(src, before[:, digit], after[:, digit])
-        measurements.append(
-            PoseMeasurement(metrics, before[:, digit], after[:, digit], pose.digit_size)
-        )
+        window = {key: torch.cat([w[j][key] for w in windows]) for key in windows[0][j]}
+        metrics.update(window_statistics(window))
+        measurement = PoseMeasurement(metrics, before[:, digit], after[:, digit], pose.digit_size)
+        if labels is not None:
+            metrics.update(class_rotation(measurement, labels))
+        measurements.append(measurement)
     return measurements
+
+
+def _window_parts(
+    family: TransformFamily,
+    theta: Tensor,
+    images: Tensor,
+    poses: list[PoseRecord],
+    corners: Tensor,
+    output_size: int,
+    digits: int,
+) -> list[dict[str, Tensor]]:
+    """Per-image window figures of one batch, one dict per digit: box coverage ``(B,)``,
+    and the digit's and the clutter's ink kept ``(B,)`` where the record says which ink is
+    which (or, with one digit and no clutter, all ink is the digit's)."""
+    mask = window_mask(family, theta, (images.shape[-2], images.shape[-1]))
+    parts = []
+    for j, pose in enumerate(poses):
+        values = {"zoom": box_coverage(family, theta, corners[:, 4 * j : 4 * j + 4], output_size)}
+        digit_ink = pose.digit_ink if pose.digit_ink is not None else None
+        if digit_ink is None and digits == 1:
+            digit_ink = images
+        if digit_ink is not None:
+            values["digit_kept"] = ink_kept(digit_ink.to(mask.device), mask).cpu()
+        if pose.clutter_ink is not None:
+            values["clutter_kept"] = ink_kept(pose.clutter_ink.to(mask.device), mask).cpu()
+        parts.append({key: value.double().cpu() for key, value in values.items()})
+    return parts
+
+
+def window_statistics(values: dict[str, Tensor]) -> dict[str, float | None]:
+    """The set's :data:`WINDOW_METRICS` from per-image values ``(N,)``: the mean (and for
+    ``zoom`` the std) over the images; ``None`` for a figure without values (no clutter).
+    Images without ink of a kind (NaN) are left out of its mean.
+
+    >>> window_statistics({"zoom": torch.tensor([0.5, 1.0])})["zoom_std"]
+    0.25
+    """
+    zoom = values["zoom"]
+    stats: dict[str, float | None] = {
+        "zoom": float(zoom.mean()),
+        "zoom_std": float(zoom.std(unbiased=False)),
+    }
+    for key in ("digit_kept", "clutter_kept"):
+        kept = values.get(key)
+        stats[key] = None if kept is None else float(kept.nanmean())
+    return stats
+
+
+def class_rotation(measurement: PoseMeasurement, labels: Tensor) -> dict[str, float | None]:
+    """Rotation undone (:func:`~stnlab.geometry.rotation_undone`) per digit class,
+    ``rotation_undone_<k>`` for k = 0…9 (``None`` for a class with no digits), and over
+    the digits other than 0, 1 and 8 (:data:`UPRIGHT_EXCLUDED`), whose upright pose is
+    not defined: ``rotation_undone_upright``."""
+    before = measurement.residual_pose("before")[0]
+    after = measurement.residual_pose("after")[0]
+    labels = labels[: len(before)].cpu()
+    stats: dict[str, float | None] = {}
+    for k, key in enumerate(CLASS_ROTATION):
+        chosen = labels == k
+        stats[key] = rotation_undone(before[chosen], after[chosen]) if chosen.any() else None
+    upright = ~torch.isin(labels, torch.tensor(UPRIGHT_EXCLUDED))
+    stats["rotation_undone_upright"] = (
+        rotation_undone(before[upright], after[upright]) if upright.any() else None
+    )
+    return stats
 
 
 @dataclasses.dataclass
@@ -145,7 +265,7 @@ class PoseMatching:
     def metrics(self) -> dict[str, float]:
         """The pose statistics of the matched pairs, averaged over them."""
         chosen = [self.pairs[pair].metrics for pair in self.matched]
-        return {key: sum(m[key] for m in chosen) / len(chosen) for key in chosen[0]}
+        return {key: _mean([m[key] for m in chosen]) for key in chosen[0]}
 
     @property
     def first(self) -> PoseMeasurement:
@@ -161,6 +281,13 @@ class PoseMatching:
             for (k, j), measurement in self.pairs.items():
                 values[f"undone_t{k + 1}_d{j + 1}"] = measurement.metrics["undone"]
         return values
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """The mean of one figure over matched pairs; ``None`` where a pair has none."""
+    if any(v is None for v in values):
+        return None
+    return sum(values) / len(values)  # type: ignore[arg-type]
 
 
 def best_matching(undone: dict[tuple[int, int], float]) -> list[tuple[int, int]]:
@@ -198,16 +325,19 @@ def match_poses(
     poses: tuple[PoseRecord, ...],
     canvas_size: int | None = None,
     batch_size: int = 1000,
+    labels: Tensor | None = None,
 ) -> PoseMatching:
     """:func:`measure_pose` of each parallel transformer against each digit's ``poses``
     (one record per digit of ``images`` ``(N, C, S, S)``), and the best one-to-one
-    matching of transformers to digits."""
+    matching of transformers to digits. ``labels`` ``(N,)`` (single-digit images) add the
+    rotation undone per class."""
     copies = getattr(transformer, "num_transformers", 1)
+    digit_labels = labels if len(poses) == 1 else None
     pairs = {
         (k, j): measurement
         for k in range(copies)
         for j, measurement in enumerate(
-            _measure_digits(transformer, images, poses, canvas_size, batch_size, k)
+            _measure_digits(transformer, images, poses, canvas_size, batch_size, k, digit_labels)
         )
     }
     matched = best_matching({pair: m.metrics["undone"] for pair, m in pairs.items()})
@@ -336,14 +466,16 @@ class PoseRecoveryCallback(EveryNEpochs):
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is None or not hasattr(datamodule, "fixed_set"):
             return self._not_applicable("the data module keeps no fixed validation set")
-        images, _, _ = datamodule.fixed_set("val")
+        images, labels, _ = datamodule.fixed_set("val")
         poses = datamodule.fixed_poses("val")
         if poses is None:
             return self._not_applicable(f"{datamodule.distortion!r} keeps no pose record")
         n = self._covered(trainer, datamodule, len(images))
         batch_size = getattr(datamodule, "eval_batch_size", None) or 1000
         covered = tuple(pose[:n] for pose in poses)
-        matching = match_poses(transformer, images[:n], covered, batch_size=batch_size)
+        matching = match_poses(
+            transformer, images[:n], covered, batch_size=batch_size, labels=labels[:n]
+        )
         self._latest = (trainer.global_step, matching)
         return matching
 

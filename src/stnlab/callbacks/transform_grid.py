@@ -15,13 +15,14 @@ from torch import Tensor
 
 from stnlab.callbacks.cadence import EveryNEpochs
 from stnlab.callbacks.pictures import publish_picture
+from stnlab.geometry import output_quad
 from stnlab.image_grid import (
     BOX_COLOURS,
     draw_boxes,
+    draw_quads,
     evolution,
     side_by_side,
     to_bytes,
-    write_label,
 )
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,15 @@ class TransformGridCallback(EveryNEpochs):
         ]
         shown = inputs
         caption = f"epoch {epoch}: inputs (left) → transformed (right)"
+        titles = [f"epoch {epoch}: input", "transformer output"]
+        transformer = getattr(net, "input_transformer", None)
+        if found is None and transformer is not None:
+            # outline the window the (first) transformer reads, turned as it reads it
+            with torch.no_grad():
+                family, theta = transformer.warp_params(inputs)
+            shown = draw_quads(inputs, output_quad(family, theta, inputs.shape[-1]))
+            caption = f"epoch {epoch}: inputs, the transformer's window in blue → its output"
+            titles[0] = f"epoch {epoch}: input, window in blue"
         if found is not None:
             truth = ""
             if targets.ndim == 2 and targets.shape[1] == 4:  # the datamodule's true boxes
@@ -110,9 +120,11 @@ class TransformGridCallback(EveryNEpochs):
                 truth = " and the true box (green)"
             shown = draw_boxes(shown, found, BOX_COLOURS["found"])
             caption = f"epoch {epoch}: inputs with the crop's box (red){truth} → the crops"
-        image = side_by_side(shown, *outputs, zoom=self.upscale)  # uint8: W&B saves floats black
         if len(outputs) > 1:
             caption = f"epoch {epoch}: inputs, then transformers 1–{len(outputs)} (left to right)"
+            titles = [titles[0], *(f"transformer {k + 1}" for k in range(len(outputs)))]
+        # uint8: W&B saves float images as black PNGs
+        image = side_by_side(shown, *outputs, zoom=self.upscale, titles=titles, enlarge=True)
         publish_picture(trainer, "transform_grid", image, caption, self._path(f"epoch_{epoch:03d}"))
         self._write_evolution()
         return True
@@ -149,10 +161,12 @@ class TransformGridCallback(EveryNEpochs):
         if gif:
             frames_gif = [
                 Image.fromarray(
-                    write_label(
-                        side_by_side(inputs, f.float() / 255, zoom=self.upscale),
-                        f"epoch {e}",
-                        (4, 2),
+                    side_by_side(
+                        inputs,
+                        f.float() / 255,
+                        zoom=self.upscale,
+                        titles=[f"epoch {e}: input", "transformer output"],
+                        enlarge=True,
                     )
                 )
                 for e, f in self._frames

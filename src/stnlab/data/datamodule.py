@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from stnlab.checks import check_batch_split, check_range
 from stnlab.data.distortions import Distortion, NoDistortion, Params, PoseRecord
 from stnlab.data.sources import DATASETS, ensure_dataset, load_split
 from stnlab.errors import ConfigError
+from stnlab.image_grid import to_bytes
 from stnlab.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -263,9 +265,19 @@ class DigitsDataModule(L.LightningDataModule):
             for start in range(0, len(digits), 2048):
                 part = {k: v[start : start + 2048] for k, v in params.items()}
                 chunk = to_float(digits[start : start + 2048])
-                chunks.append(self.distortion.render(chunk, part, pool=pool))
+                layers = getattr(self.distortion, "render_layers", None)
+                digit, clutter = layers(chunk, part, pool=pool) if layers else (None, None)
+                if clutter is None:
+                    chunks.append(self.distortion.render(chunk, part, pool=pool))
+                else:
+                    chunks.append(torch.maximum(digit, clutter))
                 with contextlib.suppress(NotImplementedError):
-                    poses.append(self.distortion.pose_record(part, len(chunk)))
+                    pose = self.distortion.pose_record(part, len(chunk))
+                    if clutter is not None:  # which ink is which, for digit/clutter kept
+                        pose = dataclasses.replace(
+                            pose, digit_ink=to_bytes(digit), clutter_ink=to_bytes(clutter)
+                        )
+                    poses.append(pose)
                 bar.advance(len(chunk))
         pose = PoseRecord.cat(poses) if len(poses) == len(chunks) and poses else None
         return torch.cat(chunks), pose

@@ -48,26 +48,48 @@ class PoseRecord:
         homography: ``(N, 3, 3)`` digit pixels → canvas pixels, for distortions that are
             one (rotation, scale, shift, projective, placement); ``None`` for elastic.
         digit_size: side of the digit's box in its own pixels (28 for MNIST).
+        digit_ink, clutter_ink: ``(N, C, S, S)`` ``uint8``, the digit's and the clutter's
+            ink on the canvas, each alone, for distortions that add clutter (TC); ``None``
+            elsewhere (all ink on the canvas is the digit's).
     """
 
     corners: Tensor
     homography: Tensor | None
     digit_size: int
+    digit_ink: Tensor | None = None
+    clutter_ink: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.corners)
 
     def __getitem__(self, index: slice | Tensor) -> PoseRecord:
-        homography = None if self.homography is None else self.homography[index]
-        return PoseRecord(self.corners[index], homography, self.digit_size)
+        def pick(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values[index]
+
+        return PoseRecord(
+            self.corners[index],
+            pick(self.homography),
+            self.digit_size,
+            pick(self.digit_ink),
+            pick(self.clutter_ink),
+        )
 
     @staticmethod
     def cat(records: list[PoseRecord]) -> PoseRecord:
         """Records of consecutive chunks as one."""
-        homographies = [r.homography for r in records]
-        homography = None if any(h is None for h in homographies) else torch.cat(homographies)
+
+        def joined(field: str) -> Tensor | None:
+            parts = [getattr(r, field) for r in records]
+            return None if any(p is None for p in parts) else torch.cat(parts)
+
         corners = torch.cat([r.corners for r in records])
-        return PoseRecord(corners, homography, records[0].digit_size)
+        return PoseRecord(
+            corners,
+            joined("homography"),
+            records[0].digit_size,
+            joined("digit_ink"),
+            joined("clutter_ink"),
+        )
 
     @staticmethod
     def from_homography(homography: Tensor, digit_size: int) -> PoseRecord:
@@ -408,9 +430,17 @@ class ClutteredPlacement(Distortion):
         return self._place.pose_record(params, n)
 
     def render(self, digits: Tensor, params: Params, pool: Tensor | None = None) -> Tensor:
+        digit, clutter = self.render_layers(digits, params, pool)
+        return digit if clutter is None else torch.maximum(digit, clutter)
+
+    def render_layers(
+        self, digits: Tensor, params: Params, pool: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The digit alone and the clutter alone, each ``(B, C, S, S)``; :meth:`render` is
+        their pixelwise maximum. The clutter is ``None`` with ``num_patches = 0``."""
         canvas = self._place.render(digits, params)
         if self.num_patches == 0:
-            return canvas
+            return canvas, None
         pool = digits if pool is None else pool
         b, c, s, _ = canvas.shape
         p, k = self.patch_size, self.num_patches
@@ -426,7 +456,11 @@ class ClutteredPlacement(Distortion):
         pcol = (params["paste"][..., 0, None] + steps).view(b, k, 1, 1, p)
         flat = (prow * s + pcol).expand(b, k, c, p, p)
         flat = flat + torch.arange(c, device=digits.device).view(1, 1, c, 1, 1) * s * s
-        out = canvas.reshape(b, c * s * s).scatter_reduce(
-            1, flat.reshape(b, -1), patches.reshape(b, -1).to(canvas.dtype), reduce="amax"
+        out = (
+            torch.zeros_like(canvas)
+            .reshape(b, c * s * s)
+            .scatter_reduce(
+                1, flat.reshape(b, -1), patches.reshape(b, -1).to(canvas.dtype), reduce="amax"
+            )
         )
-        return out.view(b, c, s, s)
+        return canvas, out.view(b, c, s, s)

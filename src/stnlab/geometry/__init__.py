@@ -6,13 +6,13 @@ grid. The same code warps clean digits into distorted ones and distorted inputs 
 
 Modules, bottom to top: ``grids`` (the coordinate convention, identity and 3×3-warp grids),
 ``fields`` (dense displacement grids), ``transforms`` (the families), ``sampler``
-(reading images at a grid or a family's θ), ``pose`` and ``boxes`` (points and boxes
-through a warp).
+(reading images at a grid or a family's θ), ``pose``, ``boxes`` and ``window`` (points,
+boxes and ink through a warp).
 
 This package imports nothing else from stnlab and knows nothing of Lightning.
 """
 
-from stnlab.geometry.boxes import box_iou, corners_box, output_box
+from stnlab.geometry.boxes import box_iou, corners_box, output_box, output_quad
 from stnlab.geometry.fields import displacement_grid, displacement_preimage, smooth_displacement
 from stnlab.geometry.grids import ALIGN_CORNERS, base_grid, grid_coverage, matrix_grid
 from stnlab.geometry.pose import (
@@ -25,6 +25,7 @@ from stnlab.geometry.pose import (
     pixel_matrix,
     pose_spread,
     pose_statistics,
+    rotation_undone,
     similarity_fit,
 )
 from stnlab.geometry.sampler import sample, warp
@@ -41,6 +42,7 @@ from stnlab.geometry.transforms import (
     make_family,
     placement_theta,
 )
+from stnlab.geometry.window import box_coverage, ink_kept, inside_quad, window_mask
 
 __all__ = [
     "ALIGN_CORNERS",
@@ -56,6 +58,7 @@ __all__ = [
     "apply_homography",
     "base_grid",
     "box_corners",
+    "box_coverage",
     "box_iou",
     "circular_std",
     "corners_box",
@@ -63,17 +66,22 @@ __all__ = [
     "displacement_preimage",
     "grid_coverage",
     "homography_from_points",
+    "ink_kept",
+    "inside_quad",
     "invert_points",
     "make_family",
     "map_points",
     "matrix_grid",
     "output_box",
+    "output_quad",
     "pixel_matrix",
     "placement_theta",
     "pose_spread",
     "pose_statistics",
+    "rotation_undone",
     "sample",
     "similarity_fit",
     "smooth_displacement",
     "warp",
+    "window_mask",
 ]

@@ -36,6 +36,23 @@ def corners_box(corners: Tensor) -> Tensor:
     return torch.cat((corners.amin(dim=1), corners.amax(dim=1)), dim=1)
 
 
+def output_quad(family: TransformFamily, theta: Tensor, input_size: int) -> Tensor:
+    """Where the corners of the output square of the warp θ ``(B, P)`` land on a square
+    input of ``input_size`` pixels: ``(B, 4, 2)`` (top-left, top-right, bottom-right,
+    bottom-left; input pixels, origin at the top-left edge, y down). The window the warp
+    reads, turned and sheared as the warp is.
+
+    >>> from stnlab.geometry import AttentionTransform
+    >>> output_quad(AttentionTransform(), torch.tensor([[0.5, 0.0, 0.0]]), 8)[0]
+    tensor([[2., 2.],
+            [6., 2.],
+            [6., 6.],
+            [2., 6.]])
+    """
+    unit = box_corners(2.0, dtype=theta.dtype).to(theta.device)  # the output's corners, ±1
+    return (map_points(family, theta, unit.expand(len(theta), 4, 2)) + 1) * (input_size / 2)
+
+
 def output_box(family: TransformFamily, theta: Tensor, input_size: int) -> Tensor:
     """Where the output square of the warp θ ``(B, P)`` lands on a square input of
     ``input_size`` pixels: the box ``(B, 4)`` around its four mapped corners, in input
@@ -48,6 +65,4 @@ def output_box(family: TransformFamily, theta: Tensor, input_size: int) -> Tenso
     >>> output_box(AttentionTransform(), torch.tensor([[1 / 3, 0.0, -0.5]]), 84)
     tensor([[28.0000,  7.0000, 56.0000, 35.0000]])
     """
-    unit = box_corners(2.0, dtype=theta.dtype).to(theta.device)  # the output's corners, ±1
-    mapped = map_points(family, theta, unit.expand(len(theta), 4, 2))
-    return corners_box((mapped + 1) * (input_size / 2))
+    return corners_box(output_quad(family, theta, input_size))

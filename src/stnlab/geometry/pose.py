@@ -43,6 +43,7 @@ POSE_METRICS = (
     "log_scale_std_after",
     "shift_std_before",
     "shift_std_after",
+    "rotation_undone",
 )
 """The keys of :func:`pose_statistics`, in the order tables show them."""
 
@@ -251,8 +252,9 @@ def pose_statistics(src: Tensor, before: Tensor, after: Tensor) -> dict[str, flo
     the set has no pose spread to undo), the two spreads (:func:`pose_spread`), and for
     the residual similarity pose (:func:`similarity_fit`) the circular std of the angle
     (degrees), the std of the log-scale and the 2-D std of the shift (pixels), each
-    ``_before`` and ``_after``. A warp that is degenerate for some digit makes the
-    ``_after`` values (and ``undone``) NaN or infinite.
+    ``_before`` and ``_after``, and ``rotation_undone`` = 1 − angle_std_after /
+    angle_std_before (:func:`rotation_undone`). A warp that is degenerate for some digit
+    makes the ``_after`` values (and ``undone``) NaN or infinite.
 
     >>> src = box_corners(28)
     >>> before = torch.stack((src + torch.tensor([3.0, 0.0]), src - torch.tensor([3.0, 0.0])))
@@ -270,7 +272,28 @@ def pose_statistics(src: Tensor, before: Tensor, after: Tensor) -> dict[str, flo
         stats[f"angle_std_{when}"] = float(circular_std(angle))
         stats[f"log_scale_std_{when}"] = float(log_scale.double().std(unbiased=False))
         stats[f"shift_std_{when}"] = float(shift_spread(shift.double()))
+    stats["rotation_undone"] = _undone(stats["angle_std_before"], stats["angle_std_after"])
     return {key: _clean(stats[key]) for key in POSE_METRICS}
+
+
+def rotation_undone(angle_before: Tensor, angle_after: Tensor) -> float:
+    """The share of the spread of digit angles ``(N,)`` (degrees) that a transformer
+    removed: 1 − circular std after / before (:func:`circular_std`); 1 when every digit
+    comes out at one angle, 0 when the spread is unchanged, NaN when the set has no
+    rotation to undo (a spread below 0.01°).
+
+    >>> before = torch.tensor([-40.0, 0.0, 40.0])
+    >>> round(rotation_undone(before, before / 4), 2)
+    0.75
+    >>> rotation_undone(torch.zeros(3), torch.ones(3))
+    nan
+    """
+    after = float(circular_std(angle_after.double()))
+    return _clean(_undone(float(circular_std(angle_before.double())), after))
+
+
+def _undone(before: float, after: float) -> float:
+    return 1.0 - after / before if before > 1e-2 else math.nan
 
 
 def _clean(value: float) -> float:
