@@ -61,7 +61,11 @@ def test_eval_writes_one_row_per_fitting_variant_and_logs(
     for variant in ("rotated", "projective", "elastic"):
         assert float(pose[variant]["pose_undone"]) <= 1.0
         for field in POSE_FIELDS:
-            assert math.isfinite(float(pose[variant][field]))
+            if field != "pose_clutter_kept":  # no clutter on these variants
+                assert math.isfinite(float(pose[variant][field])), (variant, field)
+        assert pose[variant]["pose_clutter_kept"] == ""
+        assert 0 < float(pose[variant]["pose_digit_kept"]) <= 1.0
+        assert 0 < float(pose[variant]["pose_zoom"]) <= 1.0
     assert float(pose["rotated"]["pose_angle_std_before"]) > 20  # uniform on ±90°
     assert pose["mnist"]["pose_undone"] == ""  # upright digits: no pose spread to undo
     assert float(pose["mnist"]["pose_angle_std_before"]) == 0.0
@@ -144,7 +148,7 @@ def test_pose_columns_are_empty_without_an_input_transformer(tmp_path: Path) -> 
     (written,) = read_rows(csv_path)
     assert list(written) == FIELDS
     assert all(written[f] == "" for f in POSE_FIELDS)
-    assert md_path.read_text().splitlines()[-1].endswith("| 1.20 | – | – |")
+    assert md_path.read_text().splitlines()[-1].endswith("| 1.20 | – | – | – / – | – | – / – |")
 
 
 def test_eval_of_a_checkpoint_with_the_old_data_key_names(

@@ -159,6 +159,33 @@ def test_report_shows_the_pose_undone_beside_st_cells(tmp_path: Path) -> None:
     assert "| CNN | 3.00 [0.8] |" in md
 
 
+def test_report_shows_zoom_ink_and_rotation_beside_st_cells(tmp_path: Path) -> None:
+    figures = {
+        "val/pose/undone": 0.8,
+        "val/pose/zoom": 0.9,
+        "val/pose/digit_kept": 0.98,
+        "val/pose/clutter_kept": 0.15,
+    }
+    run = fake_run(tmp_path / "tc", ST_CNN, "cluttered", 1, 1.2)
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, **figures}))
+    rotated = fake_run(tmp_path / "r", ST_CNN, "rotated", 1, 0.9)
+    metrics = json.loads((rotated / "metrics.json").read_text())
+    turned = {"val/pose/rotation_undone": 0.72, "val/pose/rotation_undone_upright": 0.75}
+    (rotated / "metrics.json").write_text(json.dumps({**metrics, **turned}))
+    rows = build_report([str(tmp_path)], tmp_path / "out")
+    by_column = {r["column"]: r for r in rows}
+    assert by_column["TC"]["mean_clutter_kept"] == pytest.approx(0.15)
+    assert by_column["TC"]["mean_rotation"] is None
+    assert by_column["R"]["mean_upright"] == pytest.approx(0.75)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "1.20 {pose 0.80, zoom 0.90, digit kept 0.98, clutter kept 0.15} [1.7]" in md
+    assert "0.90 {rot 0.72, rot w/o 0,1,8 0.75} [0.7]" in md
+    with open(tmp_path / "out" / "report.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert {"mean_zoom", "mean_digit_kept", "mean_clutter_kept", "mean_upright"} <= set(header)
+
+
 def fake_colocalisation_run(folder: Path, digit: int, clutter: int, found: float, test: float):
     """A co-localisation run folder: its config (``data.digit`` interpolated, as the
     presets write it) and metrics.json."""

@@ -283,11 +283,22 @@ def evaluate_checkpoint(
 
 
 def _pose_cells(row: dict[str, Any]) -> list[str]:
-    """``pose undone`` and ``angle std °`` (before → after) cells of a results.md row."""
+    """``pose undone``, ``angle std °`` (before → after), ``rotation undone`` (all digits /
+    without 0, 1, 8), ``zoom`` and ``digit / clutter kept`` cells of a results.md row."""
     before, after = row.get("pose_angle_std_before"), row.get("pose_angle_std_after")
     angle = "–" if before is None or after is None else f"{before:.1f} → {after:.1f}"
-    undone = row.get("pose_undone")
-    return ["–" if undone is None else f"{round(undone, 3) + 0.0:.3f}", angle]  # no "-0.000"
+
+    def figure(key: str) -> str:
+        value = row.get(f"pose_{key}")
+        return "–" if value is None else f"{round(value, 3) + 0.0:.3f}"  # no "-0.000"
+
+    return [
+        figure("undone"),
+        angle,
+        f"{figure('rotation_undone')} / {figure('rotation_undone_upright')}",
+        figure("zoom"),
+        f"{figure('digit_kept')} / {figure('clutter_kept')}",
+    ]
 
 
 def _cell(value: Any) -> str:
@@ -301,8 +312,9 @@ def _cell(value: Any) -> str:
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -> list[Path]:
-    """Write ``results.csv`` (every field) and ``results.md`` (a readable table: the pose
-    columns as ``pose undone`` and the angle's circular std before → after)."""
+    """Write ``results.csv`` (every field) and ``results.md`` (a readable table: pose
+    undone, the angle's circular std before → after, rotation undone, zoom, and the digit's
+    and the clutter's ink kept)."""
     csv_path, md_path = output_files(out_dir, "results.csv", "results.md")
     write_csv(csv_path, rows, FIELDS)
     header = [
@@ -316,6 +328,9 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -
         "paper %",
         "pose undone",
         "angle std ° (before → after)",
+        "rotation undone (w/o 0, 1, 8)",
+        "zoom",
+        "digit / clutter kept",
     ]
     keys = ["variant", "column", "own", "canvas", "resized", "samples", "error_pct", "paper_pct"]
     lines = [

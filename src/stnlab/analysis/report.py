@@ -28,7 +28,16 @@ from stnlab.progress import track
 log = logging.getLogger(__name__)
 
 METRIC = "test/err"
-POSE_METRIC = "val/pose/undone"  # the share of pose spread the transformer removed (val set)
+FIGURES = {
+    "pose": "val/pose/undone",  # the share of pose spread the transformer removed (val set)
+    "rotation": "val/pose/rotation_undone",  # the share of the angles' spread removed
+    "upright": "val/pose/rotation_undone_upright",  # the same without the digits 0, 1, 8
+    "zoom": "val/pose/zoom",  # how much of the output frame the digit's box fills
+    "digit_kept": "val/pose/digit_kept",  # the share of the digit's ink in the window
+    "clutter_kept": "val/pose/clutter_kept",  # the share of the clutter's ink in the window
+}
+"""What a cell shows beside its error: ``mean_<name>`` over the runs, from their final
+validation metrics (README, What the transformer does)."""
 FIELDS = [
     "model",
     "column",
@@ -36,7 +45,7 @@ FIELDS = [
     "mean_err",
     "std_err",
     "paper_err",
-    "mean_pose",
+    *(f"mean_{name}" for name in FIGURES),
     "errors",
     "failed",
     "runs",
@@ -77,21 +86,23 @@ def read_run(folder: Path, config: Any) -> dict[str, Any]:
     source = paper.run_source(config)
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = read_yaml_data(overrides_file) if overrides_file.is_file() else []
-    error = pose = None
+    error = None
+    figures: dict[str, float | None] = dict.fromkeys(FIGURES)
     metrics_file = folder / "metrics.json"
     if metrics_file.is_file() and not (folder / "failure.json").is_file():
         metrics = json.loads(metrics_file.read_text())
         value = metrics.get(METRIC)
         error = float(value) if value is not None else None
-        undone = metrics.get(POSE_METRIC)
-        pose = float(undone) if isinstance(undone, int | float) else None
+        for figure, key in FIGURES.items():
+            value = metrics.get(key)
+            figures[figure] = float(value) if isinstance(value, int | float) else None
     return {
         "folder": folder,
         "model": paper.model_label(config),
         "column": paper.dataset_label(name, source),
         "seed": config.get("seed"),
         "error": error,
-        "pose": pose,
+        **figures,
         "setting": sorted(str(o) for o in overrides if not str(o).startswith(_NOT_SETTINGS)),
     }
 
@@ -110,7 +121,12 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in sorted(cells, key=order):
         members = cells[key]
         errors = [m["error"] for m in members if m["error"] is not None]
-        poses = [m["pose"] for m in members if m["error"] is not None and m.get("pose") is not None]
+        means = {}
+        for name in FIGURES:
+            values = [
+                m[name] for m in members if m["error"] is not None and m.get(name) is not None
+            ]
+            means[f"mean_{name}"] = statistics.fmean(values) if values else None
         settings = {tuple(m["setting"]) for m in members}
         if len(settings) > 1:
             log.warning(
@@ -127,7 +143,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean_err": statistics.fmean(errors) if errors else None,
                 "std_err": statistics.stdev(errors) if len(errors) > 1 else None,
                 "paper_err": paper.paper_error(*key),
-                "mean_pose": statistics.fmean(poses) if poses else None,
+                **means,
                 "errors": errors,
                 "failed": len(members) - len(errors),
                 "runs": [str(m["folder"]) for m in members],
@@ -146,9 +162,24 @@ def _cell_text(row: dict[str, Any] | None, paper: float | None) -> str:
         text += f" ± {row['std_err']:.2f} (n={row['n']})"
     if row["mixed"]:
         text += " *"
-    if row.get("mean_pose") is not None:
-        text += f" {{pose {row['mean_pose']:.2f}}}"
+    shown = [
+        f"{CELL_NAMES[name]} {row[f'mean_{name}']:.2f}"
+        for name in FIGURES
+        if row.get(f"mean_{name}") is not None
+    ]
+    if shown:
+        text += " {" + ", ".join(shown) + "}"
     return text + paper_text
+
+
+CELL_NAMES = {
+    "pose": "pose",
+    "rotation": "rot",
+    "upright": "rot w/o 0,1,8",
+    "zoom": "zoom",
+    "digit_kept": "digit kept",
+    "clutter_kept": "clutter kept",
+}
 
 
 def _rank(label: str, order: list[str]) -> int:
@@ -177,7 +208,11 @@ def markdown_table(rows: list[dict[str, Any]], title: str = "") -> str:
         "Test error %: measured mean ± sample std over n runs, [the paper's number]. "
         + (
             "{pose u} = the share of the validation digits' pose spread the transformer "
-            "undid (val/pose/undone, mean over the runs; 1 = all in one pose, 0 = none). "
+            "undid (val/pose/undone, mean over the runs; 1 = all in one pose, 0 = none); "
+            "rot = the same for the digits' angles alone (rot w/o 0,1,8: without the "
+            "digits that have no upright pose); zoom = the share of the transformer's "
+            "output frame the digit's box fills; digit kept, clutter kept = the share of "
+            "the digit's and the clutter's ink inside the transformer's window. "
             if any(r.get("mean_pose") is not None for r in rows)
             else ""
         )

@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from stnlab.callbacks.cadence import EveryNEpochs
@@ -199,15 +200,23 @@ def _window_parts(
     parts = []
     for j, pose in enumerate(poses):
         values = {"zoom": box_coverage(family, theta, corners[:, 4 * j : 4 * j + 4], output_size)}
-        digit_ink = pose.digit_ink if pose.digit_ink is not None else None
+        digit_ink = pose.digit_ink
         if digit_ink is None and digits == 1:
             digit_ink = images
-        if digit_ink is not None:
-            values["digit_kept"] = ink_kept(digit_ink.to(mask.device), mask).cpu()
-        if pose.clutter_ink is not None:
-            values["clutter_kept"] = ink_kept(pose.clutter_ink.to(mask.device), mask).cpu()
+        for key, ink in (("digit_kept", digit_ink), ("clutter_kept", pose.clutter_ink)):
+            if ink is not None:
+                values[key] = ink_kept(_at_size(ink, images.shape[-1], mask.device), mask)
         parts.append({key: value.double().cpu() for key, value in values.items()})
     return parts
+
+
+def _at_size(ink: Tensor, size: int, device: torch.device) -> Tensor:
+    """Ink ``(B, C, S, S)`` (``uint8`` or float) as float at ``size`` pixels per side: the
+    side of the images the transformer reads (eval resizes other variants' canvases)."""
+    ink = ink.to(device=device, dtype=torch.float32)
+    if ink.shape[-1] == size:
+        return ink
+    return F.interpolate(ink, size=(size, size), mode="bilinear", antialias=True)
 
 
 def window_statistics(values: dict[str, Tensor]) -> dict[str, float | None]:

@@ -57,9 +57,12 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     for logger in loggers:
         logger.log_hyperparams({"ckpt_path": str(cfg.ckpt_path), "model": rows[0]["model"]})
     metrics = {f"eval/{row['variant']}/err": float(row["error_pct"]) for row in rows}
-    for row in rows:  # the share of pose spread the transformer removed, where it applies
-        if row.get("pose_undone") is not None:
-            metrics[f"eval/{row['variant']}/pose_undone"] = float(row["pose_undone"])
+    shown = ("undone", "rotation_undone", "rotation_undone_upright", "zoom")
+    shown += ("digit_kept", "clutter_kept")
+    for row in rows:  # what the transformer did on each test set, where it applies
+        for key in shown:
+            if row.get(f"pose_{key}") is not None:
+                metrics[f"eval/{row['variant']}/pose_{key}"] = float(row[f"pose_{key}"])
     log_table(loggers, "eval/results", rows, metrics)
     return rows
 
