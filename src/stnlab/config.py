@@ -112,6 +112,9 @@ def register_resolvers() -> None:
         "on_terminal": on_terminal,  # ${on_terminal:stdout}: a bar there would be drawn
         "floordiv": lambda a, b: int(a) // int(b),  # ${floordiv:${data.canvas_size},2}
         "mul": lambda a, b: int(a) * int(b),
+        # ${window_scale:24,${data.canvas_size}}: the share of the canvas's side a 24-pixel
+        # window spans (at most 1: the whole canvas)
+        "window_scale": lambda a, b: min(1.0, float(a) / float(b)),
         # ${fraction_of:${trainer.max_epochs},0.6}: an epoch count at 60% of training (>= 1)
         "fraction_of": lambda n, f: max(1, round(int(n) * float(f))),
     }

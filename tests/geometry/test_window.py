@@ -122,3 +122,16 @@ def test_init_scale_errors_name_the_value_and_what_is_valid() -> None:
         SpatialTransformer(loc, AffineTransform(), init_scale=1.5)
     with pytest.raises(ValueError, match=r"init_scale=0.1 is outside the family's scale_range"):
         SpatialTransformer(loc, AttentionTransform(scale_range=(0.2, 1.5)), init_scale=0.1)
+
+
+def test_a_scale_range_below_1_zooms_in_only_and_has_no_identity() -> None:
+    family = AttentionTransform(scale_range=(0.25, 0.45))
+    raw = torch.tensor([[-50.0, 0, 0], [50.0, 0, 0], [1.0, 0, 0]])
+    scales = family.matrix(raw)[:, 0, 0]
+    assert scales.tolist() == pytest.approx([0.25, 0.45, 0.35])  # raw 1: the middle
+    assert family.matrix(family.window(0.4)[None])[0, 0, 0].item() == pytest.approx(0.4)
+    with pytest.raises(ValueError, match=r"scale_range \(0.25, 0.45\) has no identity"):
+        family.identity()
+    loc = FCLocNet(1, 20, hidden=[8])
+    with pytest.raises(ValueError, match=r"init_scale=1.0 is outside the family's scale_range"):
+        SpatialTransformer(loc, family)

@@ -116,7 +116,10 @@ class _ConstrainedAffine(_AffineFamily):
     Args:
         max_translation: bound |tx|, |ty| to this (normalised units) via ``tanh``; None = free.
         scale_range: bound the scale to ``(low, high)`` via a sigmoid; None = free. Both
-            bounds keep the identity θ exact and help against the zoom-out collapse.
+            bounds help against the zoom-out collapse. A range around 1 keeps the identity
+            θ exact; a range below 1 (a window that can only zoom in, e.g. ``[0.25,
+            0.45]``) has no identity: start such a transformer at a window inside it
+            (``init_scale``).
     """
 
     def __init__(
@@ -129,8 +132,8 @@ class _ConstrainedAffine(_AffineFamily):
             raise ValueError(f"max_translation must be > 0 or null, got {max_translation}")
         if scale_range is not None:
             low, high = (float(v) for v in scale_range)
-            if not 0 < low < 1 < high:
-                raise ValueError(f"scale_range must satisfy 0 < low < 1 < high, got {scale_range}")
+            if not 0 < low < high:
+                raise ValueError(f"scale_range must satisfy 0 < low < high, got {scale_range}")
             scale_range = (low, high)
         self.max_translation = max_translation
         self.scale_range = scale_range
@@ -148,19 +151,36 @@ class _ConstrainedAffine(_AffineFamily):
         if not low < scale < high:
             raise ValueError(
                 f"model.net.transformer.init_scale={scale} is outside the family's "
-                f"scale_range ({low}, {high})"
+                f"scale_range ({low}, {high}); start at a window inside it"
             )
-        p = (1.0 - low) / (high - low)
         q = (scale - low) / (high - low)
-        return 1.0 + math.log(q / (1 - q)) - math.log(p / (1 - p))
+        return 1.0 + math.log(q / (1 - q)) - self._offset()
+
+    def _unit_scale(self) -> float:
+        """The raw θ entry of scale 1 (the identity), or a ``ValueError`` for a range
+        without it."""
+        if self.scale_range is not None and not self.scale_range[0] < 1 < self.scale_range[1]:
+            raise ValueError(
+                f"{type(self).__name__} with scale_range {self.scale_range} has no identity: "
+                "scale 1 is outside it"
+            )
+        return 1.0
+
+    def _offset(self) -> float:
+        """The sigmoid's offset: raw 1 maps to scale 1 when the range holds 1, else to the
+        middle of the range."""
+        assert self.scale_range is not None
+        low, high = self.scale_range
+        p = (1.0 - low) / (high - low)
+        return math.log(p / (1 - p)) if 0 < p < 1 else 0.0
 
     def _scale(self, raw: Tensor) -> Tensor:
-        """Raw scale → bounded scale; raw 1 maps to exactly 1 (the identity)."""
+        """Raw scale → bounded scale; raw 1 maps to exactly 1 (the identity) when the range
+        holds it."""
         if self.scale_range is None:
             return raw
         low, high = self.scale_range
-        p = (1.0 - low) / (high - low)
-        return low + (high - low) * torch.sigmoid(raw - 1.0 + math.log(p / (1 - p)))
+        return low + (high - low) * torch.sigmoid(raw - 1.0 + self._offset())
 
     def extra_repr(self) -> str:
         return (
@@ -206,7 +226,7 @@ class AttentionTransform(_ConstrainedAffine):
     num_params = 3
 
     def identity(self) -> Tensor:
-        return torch.tensor([1.0, 0.0, 0.0])
+        return torch.tensor([self._unit_scale(), 0.0, 0.0])
 
     def window(self, scale: float) -> Tensor:
         """A centred window, ``scale`` × the input's side, within the scale bounds.
@@ -239,7 +259,7 @@ class SimilarityTransform(_ConstrainedAffine):
     num_params = 4
 
     def identity(self) -> Tensor:
-        return torch.tensor([0.0, 1.0, 0.0, 0.0])
+        return torch.tensor([0.0, self._unit_scale(), 0.0, 0.0])
 
     def window(self, scale: float) -> Tensor:
         return torch.tensor([0.0, self._raw_scale(scale), 0.0, 0.0])
