@@ -97,10 +97,11 @@ def cli_env(data_root: Path, **extra: str) -> dict[str, str]:
     }
 
 
-TINY_RUN_BASE = ("data=rotated", "schedule=sgd_epochs")
+TINY_RUN_BASE = ("data=rotated", "model=stn_cnn", "schedule=sgd_epochs")
 """What the tests' training runs assume unless they choose otherwise: 28×28 rotated digits
-(the keys ``data.distortion.max_angle`` …) and SGD counted in epochs. The Quickstart's own
-defaults (cluttered, ``schedule=fast_epochs``) are tested in ``tests/test_config.py``."""
+(the keys ``data.distortion.max_angle`` …), the paper's ST-CNN (affine) and SGD counted in
+epochs. The Quickstart's own defaults (cluttered, ``model=stn_cnn_window``,
+``schedule=fast_epochs``) are tested in ``tests/test_config.py``."""
 
 
 def with_tiny_run_base(overrides: Sequence[str]) -> list[str]:
@@ -108,8 +109,8 @@ def with_tiny_run_base(overrides: Sequence[str]) -> list[str]:
     (an ``experiment=`` preset chooses data and schedule itself); flags such as ``-m``
     stay in front."""
     chosen = {o.lstrip("~+").split("=", 1)[0] for o in overrides if "=" in o}
-    if "experiment" in chosen:  # a preset chooses its own data and schedule
-        chosen |= {"data", "schedule"}
+    if "experiment" in chosen:  # a preset chooses its own data, model and schedule
+        chosen |= {"data", "model", "schedule"}
     base = [b for b in TINY_RUN_BASE if b.split("=", 1)[0] not in chosen]
     flags = [o for o in overrides if o.startswith("-")]  # -m, --cfg …: before the overrides
     return flags + base + [o for o in overrides if not o.startswith("-")]
