@@ -84,7 +84,7 @@ def test_the_probe_timeout_must_be_positive_seconds(
 
 
 def test_the_quickstart_defaults(tmp_path: Path) -> None:
-    """`python src/train.py`: the window ST-CNN on cluttered MNIST, 10 epochs of the fast
+    """`python src/train.py`: the window ST-CNN on cluttered MNIST, 5 epochs of the fast
     recipe."""
     cfg = compose_config("train", [], output_dir=tmp_path, data_dir=tmp_path)
     assert cfg.data.variant == "cluttered" and cfg.data.canvas_size == 60
@@ -96,7 +96,7 @@ def test_the_quickstart_defaults(tmp_path: Path) -> None:
     assert transformer.init_scale == pytest.approx(22 / 60)
     assert list(transformer.transform.scale_range) == pytest.approx([0.25, 23 / 60])
     assert transformer.loc_net.input_pool == 2
-    assert cfg.trainer.max_epochs == 10 and "max_steps" not in cfg.trainer
+    assert cfg.trainer.max_epochs == 5 and "max_steps" not in cfg.trainer
     assert cfg.model.optimizer._target_ == "torch.optim.AdamW"
     assert (cfg.model.optimizer.lr, cfg.model.optimizer.weight_decay) == (0.01, 0.03)
     assert cfg.model.scheduler._target_ == "stnlab.schedules.WarmupDecayLR"

@@ -72,16 +72,10 @@ def logged_statistics(metrics: dict[str, float]) -> dict[str, float]:
         undefined.add("undone")
     if not metrics["angle_std_before"] > 1e-2:
         undefined.update(key for key in LOGGED if key.startswith("rotation_undone"))
+    # a figure that does not apply (no clutter, no digit of a class) is None
     return {
-        key: metrics[key]
-        for key in LOGGED
-        if key in metrics and key not in undefined and not _absent(metrics[key])
+        key: metrics[key] for key in LOGGED if metrics.get(key) is not None and key not in undefined
     }
-
-
-def _absent(value: float | None) -> bool:
-    """A figure that does not apply (no clutter, no digit of a class) is ``None``."""
-    return value is None
 
 
 @dataclasses.dataclass
