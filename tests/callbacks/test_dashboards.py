@@ -18,7 +18,7 @@ from PIL import Image
 
 from stnlab.callbacks import ErrorAnalysisCallback, TransformGridCallback
 from stnlab.callbacks.pictures import publish_picture
-from stnlab.image_grid import check_picture
+from stnlab.image_grid import BOX_COLOURS, PAD, TITLE_HEIGHT, check_picture
 from stnlab.tasks import train
 
 IMAGES = {"transform_grid", "transform_evolution", "pose_scatter"}
@@ -128,6 +128,18 @@ def test_a_run_shows_the_same_pictures_in_tensorboard_and_wandb(
     assert all(r["label"] != r["prediction"] for r in rows if r["correct"] == "False")
     for name in ("confusion_matrix.png", "test_predictions.png"):
         _not_blank_uint8(analysis / name)
+    # the grid: a title strip above the panels, the transformer's window outlined in blue
+    # on the inputs (left panel), none of that blue in the outputs (right panel)
+    grid = _not_blank_uint8(out / "transform_grids" / "epoch_002.png")
+    zoom = 3
+    strip = grid[: TITLE_HEIGHT * zoom]
+    assert (strip > 200).any() and (strip[-zoom:] == 0).all()  # white text on black
+    blue = np.all(
+        np.abs(grid.astype(int) - np.round(np.array(BOX_COLOURS["window"]) * 255)) <= 1, -1
+    )
+    left = 4 * (28 + PAD) + PAD  # the input panel's width before the zoom
+    assert blue[:, : left * zoom].sum() > 16 * 4 * 20 * zoom  # 16 outlines
+    assert not blue[:, (left + 4) * zoom :].any()
     evolution = _not_blank_uint8(out / "transform_grids" / "evolution.png")
     assert evolution.shape[0] > 8 * 28  # 8 probes, one per row
     assert Image.open(out / "transform_grids" / "evolution.gif").n_frames == 2

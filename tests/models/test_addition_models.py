@@ -113,8 +113,9 @@ def test_a_two_transformer_run_shows_both_outputs_and_logs_each_pair(
     assert 0.0 <= metrics["test/err"] <= 100.0
     run = tmp_path / "run"
     grid = np.asarray(Image.open(run / "transform_grids" / "epoch_002.png").convert("RGB"))
-    # three panels of 4×4 probes (input 42 px; the two outputs pooled to 21 px), zoom 3
-    tiles = [4 * (side + 2) + 2 for side in (42, 21, 21)]
+    # three panels of 4×4 probes (input 42 px; the two outputs pooled to 21 px and shown
+    # enlarged 2×), zoom 3
+    tiles = [4 * (side + 2) + 2 for side in (42, 42, 42)]
     assert grid.shape[1] == 3 * (sum(tiles) + 2 * 4)
     inputs = grid[:, : 3 * tiles[0]].reshape(-1, 3).astype(int)
     for colour in CHANNEL_COLOURS:  # each digit's colour shows in the input panel

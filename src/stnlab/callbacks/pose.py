@@ -332,10 +332,12 @@ def match_poses(
 ) -> PoseMatching:
     """:func:`measure_pose` of each parallel transformer against each digit's ``poses``
     (one record per digit of ``images`` ``(N, C, S, S)``), and the best one-to-one
-    matching of transformers to digits. ``labels`` ``(N,)`` (single-digit images) add the
-    rotation undone per class."""
+    matching of transformers to digits. Class ``labels`` ``(N,)`` of single-digit images
+    add the rotation undone per class (other targets, such as boxes, are ignored)."""
     copies = getattr(transformer, "num_transformers", 1)
-    digit_labels = labels if len(poses) == 1 else None
+    # class labels of single-digit images only (not sums of two digits, not boxes)
+    single = len(poses) == 1 and labels is not None and labels.ndim == 1
+    digit_labels = labels if single else None
     pairs = {
         (k, j): measurement
         for k in range(copies)
