@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from stnlab import loggers as config
@@ -118,3 +120,20 @@ def test_the_fast_schedule_is_its_epoch_recipe_counted_in_steps(tmp_path: Path) 
     paper = model_of("experiment=stn_cnn_aff_rts", "budget=0.01")  # presets: the paper's
     assert paper["optimizer"]["_target_"] == "torch.optim.SGD"
     assert paper["scheduler"]["milestones"] == [500, 1000]
+
+
+@pytest.mark.parametrize(
+    "family", ["translation", "attention", "attention_window", "similarity", "affine", "tps"]
+)
+def test_every_transform_family_builds_with_the_default_model(family: str, tmp_path: Path) -> None:
+    """`python src/train.py -m model/transform=…` sweeps families of the Quickstart's model:
+    its window starts zoomed in, so every family but translation must start there."""
+    overrides = [f"model/transform={family}"]
+    if family == "translation":  # cannot zoom: it starts at the whole canvas
+        overrides.append("model.net.transformer.init_scale=1.0")
+    cfg = compose_config("train", overrides, output_dir=tmp_path, data_dir=tmp_path)
+    net = instantiate(cfg.model.net)
+    assert net.transformer.transform.name == family.split("_")[0]
+    out = net(torch.rand(2, 1, 60, 60))
+    assert out.shape == (2, 10)
+    assert net.transformer(torch.rand(2, 1, 60, 60)).shape == (2, 1, 24, 24)
