@@ -135,3 +135,11 @@ def test_a_scale_range_below_1_zooms_in_only_and_has_no_identity() -> None:
     loc = FCLocNet(1, 20, hidden=[8])
     with pytest.raises(ValueError, match=r"init_scale=1.0 is outside the family's scale_range"):
         SpatialTransformer(loc, family)
+
+
+def test_ic_stn_refuses_a_zoomed_start() -> None:
+    from stnlab.models import ICSpatialTransformer
+
+    loc = FCLocNet(1, 20, hidden=[8])
+    with pytest.raises(ValueError, match=r"init_scale=0.5 would zoom at every step; use 1.0"):
+        ICSpatialTransformer(loc, AffineTransform(), init_scale=0.5)

@@ -145,6 +145,11 @@ class ICSpatialTransformer(SpatialTransformer):
             )
         if steps < 1:
             raise ValueError(f"IC-STN needs steps >= 1, got {steps}")
+        if self.init_scale != 1.0:  # every step's update would zoom again: s ** steps
+            raise ValueError(
+                f"IC-STN composes its steps' warps: model.net.transformer.init_scale="
+                f"{self.init_scale} would zoom at every step; use 1.0"
+            )
         try:
             self.transform.to_matrix(self.transform.identity()[None])
         except NotImplementedError:
