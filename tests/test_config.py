@@ -134,6 +134,6 @@ def test_every_transform_family_builds_with_the_default_model(family: str, tmp_p
     cfg = compose_config("train", overrides, output_dir=tmp_path, data_dir=tmp_path)
     net = instantiate(cfg.model.net)
     assert net.transformer.transform.name == family.split("_")[0]
-    out = net(torch.rand(2, 1, 60, 60))
-    assert out.shape == (2, 10)
-    assert net.transformer(torch.rand(2, 1, 60, 60)).shape == (2, 1, 24, 24)
+    with torch.no_grad():  # shapes only
+        assert net(torch.rand(2, 1, 60, 60)).shape == (2, 10)
+        assert net.transformer(torch.rand(2, 1, 60, 60)).shape == (2, 1, 24, 24)
