@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from stnlab.data.datamodule import DigitsDataModule, IndexBatches
-from stnlab.data.distortions import NoDistortion, RandomSimilarity
+from stnlab.data.distortions import NoDistortion, RandomProjective, RandomSimilarity
 
 
 def _dm(root: Path, **kwargs: object) -> DigitsDataModule:
@@ -82,6 +83,34 @@ def test_generator_state_round_trips_for_resume(fake_mnist: Path) -> None:
     fresh = _dm(fake_mnist)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.distort_train_batch(digits), expected)
+
+
+@pytest.mark.parametrize(
+    ("step", "max_angle"), [(0, 0.0), (10, 18.0), (25, 45.0), (50, 90.0), (99, 90.0)]
+)
+def test_rotation_curriculum_ramps_the_training_angles(
+    fake_mnist: Path, step: int, max_angle: float
+) -> None:
+    # over 50% of 100 steps the range grows 0 → ±90°: at step 10 it is ±18°, from 50 on full
+    dm = _dm(fake_mnist, curriculum=0.5)
+    dm.trainer = SimpleNamespace(
+        global_step=step, estimated_stepping_batches=100, global_rank=0, world_size=1
+    )
+    same = _dm(fake_mnist, distortion=RandomSimilarity(canvas_size=28, max_angle=max_angle))
+    digits = dm.train_set.tensors[0][:16]
+    assert dm.rotation_strength() == pytest.approx(max_angle / 90.0)
+    got, expected = dm.distort_train_batch(digits), same.distort_train_batch(digits)
+    assert got.shape == (16, 1, 28, 28)
+    assert torch.allclose(got, expected, atol=1e-5)
+    # the fixed sets keep the full range whatever the step
+    assert torch.equal(dm.val_set.tensors[0], _dm(fake_mnist).val_set.tensors[0])
+
+
+def test_rotation_curriculum_refuses_what_it_cannot_ramp(fake_mnist: Path) -> None:
+    with pytest.raises(ValueError, match=r"data\.curriculum=1\.5"):
+        DigitsDataModule(root=str(fake_mnist), distortion=RandomSimilarity(), curriculum=1.5)
+    with pytest.raises(ValueError, match=r"data\.curriculum=0\.3 .*RandomProjective has none"):
+        DigitsDataModule(root=str(fake_mnist), distortion=RandomProjective(), curriculum=0.3)
 
 
 def test_index_batches_shuffle_per_epoch_and_shard_per_rank() -> None:

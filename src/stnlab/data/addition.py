@@ -90,7 +90,7 @@ class AdditionDataModule(DigitsDataModule):
         partner = torch.empty_like(order)
         partner[order] = order.roll(-1)
         images = to_float(digits)
-        both = self.distortion(torch.cat((images, images[partner])), gen)
+        both = self.distort_train_images(torch.cat((images, images[partner])), gen)
         canvases = torch.cat((both[:b], both[b:]), dim=1)
         return canvases, labels + labels[partner]
 

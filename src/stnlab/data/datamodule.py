@@ -137,6 +137,10 @@ class DigitsDataModule(L.LightningDataModule):
         num_workers, pin_memory: DataLoader options (0 workers is fastest: a batch is one
             indexing operation).
         allow_fetch: fetch missing files in :meth:`prepare_data`.
+        curriculum: a curriculum of rotation range: over this fraction of the training
+            steps the training digits' angles grow linearly from none to the full
+            ``max_angle`` of the distortion (0 = off). Validation and test sets keep the
+            full range. Needs a distortion with a rotation (``max_angle``).
     """
 
     def __init__(
@@ -161,6 +165,7 @@ class DigitsDataModule(L.LightningDataModule):
         allow_fetch: bool = True,
         name: str | None = None,
         dataset: str | None = None,
+        curriculum: float = 0.0,
     ) -> None:
         super().__init__()
         variant = variant if variant is not None else name
@@ -184,6 +189,16 @@ class DigitsDataModule(L.LightningDataModule):
             minimum=0,
             hint=" (0: batches are indexed in the main process, the fastest here)",
         )
+        check_range(
+            "data.curriculum", curriculum, minimum=0, maximum=1, hint=" (a share of the steps)"
+        )
+        if curriculum > 0 and not hasattr(self.distortion, "max_angle"):
+            raise ConfigError(
+                f"data.curriculum={curriculum} ramps the rotation range, but "
+                f"{type(self.distortion).__name__} has none; valid: 0, or a distortion "
+                "with max_angle (data=rotated, rts)"
+            )
+        self.curriculum = float(curriculum)
         self.root, self.source, self.variant = str(root), source, variant
         self.canvas_size, self.image_size = canvas_size, image_size
         self.channels, self.num_classes = channels, num_classes
@@ -359,9 +374,30 @@ class DigitsDataModule(L.LightningDataModule):
                 self._pending_gen_state = None
         return self._train_gen
 
+    def rotation_strength(self) -> float:
+        """The share of the full rotation range the training digits get at this step:
+        ``global_step / (curriculum · total steps)``, capped at 1 (1 without a curriculum
+        or a trainer)."""
+        trainer = self.trainer
+        if self.curriculum <= 0 or trainer is None:
+            return 1.0
+        ramp = self.curriculum * max(int(trainer.estimated_stepping_batches), 1)
+        return min(1.0, trainer.global_step / ramp)
+
+    def distort_train_images(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """Training images ``(B, C, h, w)`` in ``[0, 1]`` → canvases ``(B, C, S, S)``, with
+        fresh parameters from ``generator`` and the rotation range of
+        :meth:`rotation_strength`."""
+        params = self.distortion.sample(images.shape[0], generator, images.device)
+        strength = self.rotation_strength()
+        if strength < 1.0:
+            params = {**params, "angle": params["angle"] * strength}
+        return self.distortion.render(images, params)
+
     def distort_train_batch(self, digits: Tensor) -> Tensor:
-        """Raw ``uint8`` digits on any device → canvases ``(B, C, S, S)`` in ``[0, 1]``."""
-        return self.distortion(to_float(digits), self.train_generator(digits.device))
+        """Raw ``uint8`` digits ``(B, C, h, w)`` on any device → canvases ``(B, C, S, S)``
+        in ``[0, 1]``."""
+        return self.distort_train_images(to_float(digits), self.train_generator(digits.device))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
         images, labels, _ = batch
