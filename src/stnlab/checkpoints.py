@@ -31,7 +31,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from stnlab.errors import CheckpointError, StorageError
+from stnlab.errors import CheckpointError
+from stnlab.temp_files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,8 @@ def _build(node: Any) -> Any:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to ``.<name>.tmp-<pid>`` beside the target, fsync, then rename."""
+    """``torch.save`` through :func:`~stnlab.temp_files.atomic_path`: a failed write keeps
+    the earlier checkpoints and names them."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
@@ -181,23 +183,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options}")
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except OSError as err:  # full disk, read-only folder: say which file, and what is safe
-            kept = ", ".join(sorted(p.name for p in target.parent.glob("*.ckpt"))) or "none yet"
-            raise StorageError(
-                f"could not write the checkpoint {target} ({err.strerror or err}). The earlier "
-                f"checkpoints in {target.parent} are intact ({kept}): free some space or fix the "
-                "folder, then resume from one with ckpt_path=…"
-            ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
+        kept = ", ".join(sorted(p.name for p in target.parent.glob("*.ckpt"))) or "none yet"
+        advice = (
+            f"the earlier checkpoints in {target.parent} are intact ({kept}): free some space "
+            "or fix the folder, then resume from one with ckpt_path=…"
+        )
+        with atomic_path(target, "checkpoint", advice) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
 
     def load_checkpoint(
         self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
