@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import logging
 import os
 import re
@@ -28,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from stnlab.errors import CheckpointError
+from stnlab.errors import CheckpointError, RefusedError
 from stnlab.temp_files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -241,12 +243,58 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
-def read_yaml_data(path: str | os.PathLike) -> Any:
-    """A YAML file (a run's ``.hydra/config.yaml`` …) as plain dicts and lists; nothing in
-    it is resolved, so an interpolation such as ``${oc.env:…}`` stays a literal string."""
-    from omegaconf import OmegaConf
+class _DataLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases (an alias bomb expands without bound) and
+    with OmegaConf's reading of floats such as ``1e-3``."""
 
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "a YAML alias (*name): run files hold plain data", mark
+            )
+        return super().compose_node(parent, index)
+
+
+_DataLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?"
+        r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+_DataLoader.yaml_implicit_resolvers = {  # dates stay strings, as OmegaConf reads them
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _DataLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml_data(path: str | os.PathLike) -> Any:
+    """A YAML file of a run folder (``.hydra/config.yaml`` …) as plain dicts and lists.
+
+    Data only: nothing is resolved (``${oc.env:…}`` stays a literal string), tags such as
+    ``!!python/object`` and aliases are refused with a one-line
+    :class:`~stnlab.errors.CheckpointError` naming the file, as is a file that is not
+    YAML.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=_DataLoader)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        what = " ".join(str(err).split())[:200]
+        raise CheckpointError(f"{path} is not plain YAML data ({what}); skip or fix it") from None
+
+
+def read_json_data(path: str | os.PathLike) -> Any:
+    """A JSON file of a run folder (``metrics.json``, ``failure.json``), or a one-line
+    :class:`~stnlab.errors.CheckpointError` naming the file when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({err}); the run that wrote it may have been cut off"
+        ) from None
 
 
 def load_checkpoint_net(ckpt_path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
@@ -292,10 +340,32 @@ def load_checkpoint_net(ckpt_path: str | os.PathLike) -> tuple[nn.Module, dict[s
     return net.eval(), config
 
 
-def own_last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """``<output_dir>/checkpoints/last.ckpt`` if this run directory has one."""
-    last = Path(output_dir) / "checkpoints" / LAST
+def checkpoint_dir(cfg: Any) -> Path:
+    """Where a training run's checkpoints go: ``callbacks.model_checkpoint.dirpath``, or
+    ``<run folder>/checkpoints`` without one."""
+    from omegaconf import OmegaConf
+
+    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    return Path(str(dirpath)) if dirpath else Path(cfg.paths.output_dir) / "checkpoints"
+
+
+def own_last_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """``<folder>/last.ckpt`` (``folder``: a run's :func:`checkpoint_dir`) if it is there."""
+    last = Path(folder) / LAST
     return last if last.is_file() else None
+
+
+def refuse_to_overwrite(folder: Path, start: str) -> None:
+    """Raise :class:`~stnlab.errors.RefusedError` when the checkpoint ``folder`` holds
+    checkpoints of an earlier run, which a run starting as ``start`` says would write over."""
+    earlier = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    if earlier:
+        raise RefusedError(
+            f"{start}, but the checkpoint folder {folder} holds {', '.join(earlier)} of an "
+            "earlier run, which this run would write over: resume with ckpt_path=auto (or "
+            f"ckpt_path={folder}/<one of them>), or give this run another folder "
+            "(hydra.run.dir=…, or callbacks.model_checkpoint.dirpath=…)"
+        )
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -319,23 +389,34 @@ def config_differences(saved: Any, current: Any, prefix: str, limit: int = 8) ->
 
 
 def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
-    """Resolve ``cfg.ckpt_path`` (a path, ``auto`` or null) and load that checkpoint.
+    """Resolve ``cfg.ckpt_path`` (a path, ``auto``/``last`` or null) and load that checkpoint.
 
-    ``auto`` means this run directory's own ``checkpoints/last.ckpt`` (run again with the
+    ``auto`` means the run's own ``last.ckpt`` in :func:`checkpoint_dir` (run again with the
     same ``hydra.run.dir`` to continue a killed run), or a fresh start when there is none.
-    Whether the weights fit the configured model is :func:`check_fits`'s job.
+    A training run that would start (afresh, or from another run's checkpoint) in a
+    checkpoint folder holding an earlier run's checkpoints is refused
+    (:func:`refuse_to_overwrite`). Whether the weights fit the configured model is
+    :func:`check_fits`'s job.
 
     Returns the path to hand to Lightning and the loaded checkpoint (both ``None`` for a
     fresh start).
     """
     wanted = cfg.get("ckpt_path")
-    if wanted is None:
-        return None, None
-    if str(wanted) == "auto":
-        last = own_last_checkpoint(cfg.paths.output_dir)
+    folder = checkpoint_dir(cfg)
+    training = bool(cfg.get("train", True))
+    if wanted is not None and str(wanted) == "auto":
+        last = own_last_checkpoint(folder)
         if last is None:
+            if training:
+                refuse_to_overwrite(folder, f"ckpt_path=auto finds no last.ckpt in {folder}")
             return None, None
         wanted = str(last)
+    if wanted is None:
+        if training:
+            refuse_to_overwrite(folder, "this run starts afresh (ckpt_path=null)")
+        return None, None
+    if training and not Path(str(wanted)).resolve().is_relative_to(folder.resolve()):
+        refuse_to_overwrite(folder, f"this run starts from ckpt_path={wanted}")
     checkpoint = read_checkpoint(wanted)
     return str(wanted), checkpoint
 

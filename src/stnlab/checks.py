@@ -109,6 +109,27 @@ def write_probe(directory: Path) -> None:
         probe.unlink(missing_ok=True)
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file or folder, through symlinks and hard links."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare where the links lead
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_not_input(
+    output: str | os.PathLike, inputs: dict[str, str | os.PathLike], key: str
+) -> None:
+    """Refuse an ``output`` that is one of the command's ``inputs`` (``{key: path}``),
+    through symlinks and hard links: writing it would destroy what the command reads."""
+    for name, path in inputs.items():
+        if same_file(output, path):
+            raise ConfigError(
+                f"{key}={output} is the command's own input {name}={path}; writing it would "
+                f"destroy it: give {key}= another file"
+            )
+
+
 _RUN_DIR_FIX = (
     "Point the run elsewhere, e.g. hydra.run.dir=<a writable folder> "
     "(hydra.sweep.dir for -m), or fix the folder's permissions."

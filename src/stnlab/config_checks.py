@@ -22,7 +22,6 @@ import collections.abc
 import difflib
 import inspect
 import math
-import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -30,7 +29,6 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -454,28 +452,6 @@ def instantiate_checked(node: DictConfig, key: str, **kwargs: Any) -> Any:
                 message = f"{full_key}: {message}"
             raise ConfigError(message) from None
         raise
-
-
-class OutputDirCheck(Callback):
-    """Hydra callback: stop with a one-line message when the run or sweep folder is unwritable.
-
-    Hydra creates that folder before the task starts, so :func:`validate_config` would
-    come too late; without this check the user gets a ``NotADirectoryError`` traceback.
-    """
-
-    @staticmethod
-    def _check(directory: str, key: str) -> None:
-        try:
-            check_writable(directory, key)
-        except ConfigError as err:
-            print(f"Error: {err}", file=sys.stderr)
-            sys.exit(1)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
 
 
 def instantiate_dict(cfg: DictConfig | None, what: str) -> list[Any]:

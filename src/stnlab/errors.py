@@ -42,7 +42,12 @@ class TransformerCollapseError(TrainingError):
     """The spatial transformer maps (nearly) every output pixel outside the input."""
 
 
-class RunFolderBusyError(StnlabError):
+class RefusedError(StnlabError):
+    """The run would write over what another run owns; refused before the task wrote
+    anything (no ``failure.json`` either)."""
+
+
+class RunFolderBusyError(RefusedError):
     """Another live process holds the run folder."""
 
 

@@ -17,7 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from stnlab.checkpoints import load_checkpoint_net
+from stnlab.checks import check_not_input
 from stnlab.errors import ConfigError
+from stnlab.temp_files import atomic_path
 
 
 def _check_same(net: nn.Module, exported: Any, example: Tensor, what: str) -> float:
@@ -136,7 +138,10 @@ def export_checkpoint(
 ) -> tuple[Path, float]:
     """Export a checkpoint's network as ``fmt`` (``pt2`` | ``onnx`` | ``torchscript``).
 
-    The file goes to ``output`` or ``<out_dir>/model.<pt2|onnx|pt>``; returns it and the largest
+    The file goes to ``output`` or ``<out_dir>/model.<pt2|onnx|pt>``, written and checked
+    beside it and renamed over it only once the check passed (an earlier export stays
+    intact when it fails); ``output`` may not be the checkpoint itself, through links or
+    not. Returns the file and the largest
     logit difference to the eager network. The exported model takes ``(B, C, S, S)``
     images in ``[0, 1]`` (normalisation is inside) and returns logits ``(B, K)``.
     """
@@ -148,6 +153,7 @@ def export_checkpoint(
     data = config["data"]
     size, channels = int(data["canvas_size"]), int(data["channels"])
     target = Path(output) if output else Path(out_dir) / f"model{suffix}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    diff = exporter(net, torch.rand(2, channels, size, size), target)
+    check_not_input(target, {"ckpt_path": ckpt_path}, "output")
+    with atomic_path(target, f"{fmt} export") as tmp:
+        diff = exporter(net, torch.rand(2, channels, size, size), tmp)
     return target, diff

@@ -39,6 +39,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from stnlab.errors import ConfigError
+from stnlab.temp_files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def keep_csv_history(loggers: list[Any], resume_step: int) -> None:
             header = list(reader.fieldnames or [])
             rows = [r for r in reader if r.get("step") and int(float(r["step"])) < resume_step]
         writer = logger.experiment  # Lightning deletes the old file here
-        with open(path, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             out = csv.DictWriter(f, fieldnames=header)
             out.writeheader()
             out.writerows(rows)

@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +34,15 @@ from stnlab.checks import check_range
 from stnlab.data.distortions import RandomSimilarity
 from stnlab.errors import ConfigError
 from stnlab.image_grid import side_by_side
+from stnlab.temp_files import atomic_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MIN_INK_SPAN = 0.05
 """Brightness span (max - min in [0, 1], about 13 of 255 grey levels) below which a
 preprocessed image is blank or uniform: no digit for the model to see."""
 NO_INK = "no_ink"  # status of such an image in predictions.csv: no class given
+UNREADABLE = "unreadable"  # status of a file that is not an image stnlab can read
+log = logging.getLogger(__name__)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # RGB → grey, as PIL's "L"
 FRAMINGS = ("auto", "mnist", "resize")  # auto: mnist for MNIST models, resize for others
 """``mnist``: crop to the ink, fit into 20×20, centre of mass at the centre of 28×28
@@ -60,10 +65,18 @@ def image_files(path: str | Path) -> list[Path]:
             )
         return [source]
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        named = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = [p for p in named if p.is_file()]
+        for other in sorted(set(named) - set(files)):  # a FIFO or device would block reads
+            log.warning("skipped %s: not a regular file", other)
         if not files:
             raise ConfigError(f"input={source} holds no PNG or JPEG files")
         return files
+    if source.exists():
+        raise ConfigError(
+            f"input={source} is not a regular file or a folder (a FIFO or a device); "
+            "give an image file or a folder of them"
+        )
     raise ConfigError(f"input={source} does not exist; give an image file or a folder of them")
 
 
@@ -238,6 +251,28 @@ def place_on_canvas(frames: Tensor, canvas_size: int) -> Tensor:
     return upright.render(frames, params).clamp(0.0, 1.0)
 
 
+def check_image_size(file: Path) -> None:
+    """Raise a one-line :class:`~stnlab.errors.ConfigError` when ``file`` cannot be opened
+    as an image or has more pixels than Pillow's decompression-bomb limit (read from its
+    header only, before any pixel is decoded)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                too_big = limit is not None and img.size[0] * img.size[1] > limit
+    except Image.DecompressionBombError:
+        too_big = True
+    except (UnidentifiedImageError, OSError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise ConfigError(f"cannot read {file} as an image ({reason})") from None
+    if too_big:
+        raise ConfigError(
+            f"{file} has more pixels than Pillow's limit of {limit} (a decompression "
+            "bomb?); scale it down first"
+        )
+
+
 def load_image(
     file: Path,
     channels: int,
@@ -272,8 +307,9 @@ def load_image(
     try:
         with Image.open(file) as img:
             pixels = read_pixels(img, channels)
-    except (UnidentifiedImageError, OSError) as err:
-        raise ConfigError(f"cannot read {file} as an image ({err})") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise ConfigError(f"cannot read {file} as an image ({reason})") from None
     if invert == "auto":
         flip = channels == 1 and bool(_border(pixels).mean() > 0.5)
     else:
@@ -357,14 +393,15 @@ def write_predictions(
         if first == 0:
             writer.writerow(PREDICTION_FIELDS)
         for i, file in enumerate(files):
-            picture = out / f"{first + i:04d}_{file.stem}.png"
+            picture = out / f"{first + i:04d}_{file.stem[:100]}.png"  # names stay short enough
             after = transformed[i : i + 1] if transformed is not None else images[i : i + 1]
             after = nn.functional.interpolate(after, size=images.shape[-2:], mode="nearest")
             grid = side_by_side(images[i : i + 1], after, cols=1)
             zoom = max(1, 112 // images.shape[-1])
-            Image.fromarray(grid).resize(
-                (grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST
-            ).save(picture)
+            with atomic_path(picture, "picture") as tmp:
+                Image.fromarray(grid).resize(
+                    (grid.shape[1] * zoom, grid.shape[0] * zoom), Image.NEAREST
+                ).save(tmp)
             if inked is None or bool(inked[i]):
                 answer = [int(top.indices[i]), f"{float(top.values[i]):.4f}", picture.name, "ok"]
             else:
@@ -408,9 +445,23 @@ def predict_files(
         )
     channels, canvas = int(data["channels"]), int(data["canvas_size"])
     image_size = int(data.get("image_size", canvas))
-    files = image_files(source)
+    files, rows = [], []
+    for file in image_files(source):  # one line for each file that cannot be read
+        try:
+            check_image_size(file)
+            files.append(file)
+        except ConfigError as err:
+            log.warning("skipped %s", err)
+            rows.append(
+                {
+                    "file": str(file),
+                    "predicted": None,
+                    "probability": None,
+                    "status": UNREADABLE,
+                    "ink": None,
+                }
+            )
     net.to(device)
-    rows: list[dict[str, Any]] = []
     for first in range(0, len(files), batch_size):
         batch = files[first : first + batch_size]
         images = torch.stack(

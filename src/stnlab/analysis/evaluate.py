@@ -42,6 +42,7 @@ from stnlab.data.distortions import PoseRecord
 from stnlab.data.sources import DATASETS
 from stnlab.errors import ConfigError
 from stnlab.progress import track
+from stnlab.temp_files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -343,5 +344,5 @@ def write_results(rows: list[dict[str, Any]], out_dir: str | Path, title: str) -
         "| " + " | ".join([*(_cell(row[k]) for k in keys), *_pose_cells(row)]) + " |"
         for row in rows
     ]
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text(md_path, "\n".join(lines) + "\n")
     return [csv_path, md_path]

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from stnlab.analysis.tables import output_files
 from stnlab.image_grid import PAD, tile, to_rgb, to_uint8
+from stnlab.temp_files import atomic_path
 
 
 def labelled_grid(
@@ -44,5 +45,6 @@ def write_gallery(
         side = images.shape[-1]
         title = f"{variant}: {side}x{side}, label in red"
         zoom = max(1, 112 // side)
-        labelled_grid(images, labels, cols=cols, zoom=zoom, title=title).save(path)
+        with atomic_path(path, "picture") as tmp:
+            labelled_grid(images, labels, cols=cols, zoom=zoom, title=title).save(tmp)
     return list(paths)

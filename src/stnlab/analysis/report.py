@@ -10,20 +10,19 @@ differ in more than the seed are flagged, since their spread is then not seed no
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import statistics
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from stnlab.analysis import paper
 from stnlab.analysis.tables import output_files, write_csv
-from stnlab.checkpoints import read_yaml_data
-from stnlab.errors import ConfigError
+from stnlab.checkpoints import read_json_data, read_yaml_data
+from stnlab.errors import CheckpointError, ConfigError
 from stnlab.progress import track
+from stnlab.temp_files import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +76,36 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def plain_value(config: Any, dotted: str, default: Any = None) -> Any:
+    """``config[a][b]…`` for ``dotted`` = ``a.b…`` in a run's config read as data; a value
+    that is a plain reference to another key (``${digit}``) is followed. Nothing else is
+    resolved: ``${oc.env:…}`` or any resolver gives ``default``, never a secret's value."""
+    value: Any = config
+    for _ in range(10):
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, str) or "${" not in value:
+            return default if value is None else value
+        reference = re.fullmatch(r"\$\{([\w.]+)\}", value)
+        if reference is None:
+            return default
+        value, dotted = config, reference.group(1)
+    return default
+
+
+def run_metrics(folder: Path) -> dict[str, Any]:
+    """A finished run's ``metrics.json`` as a dict (``{}`` for a failed or unfinished run);
+    a file that is not a JSON mapping raises a one-line
+    :class:`~stnlab.errors.CheckpointError`."""
+    metrics_file = folder / "metrics.json"
+    if not metrics_file.is_file() or (folder / "failure.json").is_file():
+        return {}
+    metrics = read_json_data(metrics_file)
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{metrics_file} is not a mapping of metric → value")
+    return metrics
+
+
 def read_run(folder: Path, config: Any) -> dict[str, Any]:
     """One run (``config``: its ``.hydra/config.yaml``, read): its cell (``model``,
     Table-1 ``column``), ``seed``, ``error`` (``None`` if none)."""
@@ -86,16 +115,13 @@ def read_run(folder: Path, config: Any) -> dict[str, Any]:
     source = paper.run_source(config)
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = read_yaml_data(overrides_file) if overrides_file.is_file() else []
-    error = None
-    figures: dict[str, float | None] = dict.fromkeys(FIGURES)
-    metrics_file = folder / "metrics.json"
-    if metrics_file.is_file() and not (folder / "failure.json").is_file():
-        metrics = json.loads(metrics_file.read_text())
-        value = metrics.get(METRIC)
-        error = float(value) if value is not None else None
-        for figure, key in FIGURES.items():
-            value = metrics.get(key)
-            figures[figure] = float(value) if isinstance(value, int | float) else None
+    metrics = run_metrics(folder)
+    value = metrics.get(METRIC)
+    error = float(value) if isinstance(value, int | float) else None
+    figures: dict[str, float | None] = {
+        figure: float(v) if isinstance(v := metrics.get(key), int | float) else None
+        for figure, key in FIGURES.items()
+    }
     return {
         "folder": folder,
         "model": paper.model_label(config),
@@ -282,7 +308,7 @@ def write_report(
 ) -> tuple[Path, Path, Path]:
     """Write ``report.md``, ``report.csv`` (one row per cell) and ``report.png``."""
     md, table, png = output_files(out_dir, "report.md", "report.csv", "report.png")
-    md.write_text(markdown_table(rows, title))
+    write_text(md, markdown_table(rows, title))
     records = [
         {
             **row,
@@ -292,7 +318,8 @@ def write_report(
         for row in rows
     ]
     write_csv(table, records, FIELDS)
-    plot_report(rows, title).savefig(png, dpi=110, bbox_inches="tight")
+    with atomic_path(png, "picture") as tmp:
+        plot_report(rows, title).savefig(tmp, dpi=110, bbox_inches="tight")
     return md, table, png
 
 
@@ -311,17 +338,9 @@ def read_colocalisation_run(folder: Path, config: dict[str, Any]) -> dict[str, A
     ``column`` (``T``, or ``TC`` with clutter) and, as fractions (``None`` without a
     result), ``found`` (``train/coloc/hit_rate``: the optimisation set, the paper's
     measure), ``test`` (held-out images) and ``search`` (the searched boxes)."""
-    stored = OmegaConf.create(config)
-    digit = OmegaConf.select(  # ${digit} in the presets
-        stored, "data.digit", default=None, throw_on_resolution_failure=False
-    )
-    clutter = OmegaConf.select(
-        stored, "data.distortion.num_patches", default=0, throw_on_resolution_failure=False
-    )
-    metrics: dict[str, Any] = {}
-    metrics_file = folder / "metrics.json"
-    if metrics_file.is_file() and not (folder / "failure.json").is_file():
-        metrics = json.loads(metrics_file.read_text())
+    digit = plain_value(config, "data.digit")  # ${digit} in the presets
+    clutter = plain_value(config, "data.distortion.num_patches", 0)
+    metrics = run_metrics(folder)
 
     def value(key: str) -> float | None:
         v = metrics.get(key)
@@ -411,7 +430,7 @@ def write_colocalisation(
 ) -> tuple[Path, Path]:
     """Write ``colocalisation.md`` and ``colocalisation.csv`` (one row per digit and T/TC)."""
     md, table = output_files(out_dir, "colocalisation.md", "colocalisation.csv")
-    md.write_text(colocalisation_table(rows, title))
+    write_text(md, colocalisation_table(rows, title))
     records = [
         {
             **row,
@@ -439,16 +458,25 @@ def build_report(paths: Iterable[str | Path], out_dir: str | Path, title: str = 
     """
     paths = list(paths)
     folders = find_runs(paths)
-    runs, colocalisation = [], []
+    runs, colocalisation, damaged = [], [], 0
     for folder in track(folders, "report: reading runs"):
-        config = read_yaml_data(folder / ".hydra" / "config.yaml")
-        if not is_training_run(config):
-            continue
-        if is_colocalisation_run(config):
-            colocalisation.append(read_colocalisation_run(folder, config))
-        else:
-            runs.append(read_run(folder, config))
-    skipped = len(folders) - len(runs) - len(colocalisation)
+        try:
+            config = read_yaml_data(folder / ".hydra" / "config.yaml")
+            if not is_training_run(config):
+                continue
+            if is_colocalisation_run(config):
+                colocalisation.append(read_colocalisation_run(folder, config))
+            else:
+                runs.append(read_run(folder, config))
+        except CheckpointError as err:  # a damaged or crafted run file: that run only
+            log.warning("skipped %s: %s", folder, err)
+            damaged += 1
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            log.warning(
+                "skipped %s: its config is not a run's (%s: %s)", folder, type(err).__name__, err
+            )
+            damaged += 1
+    skipped = len(folders) - len(runs) - len(colocalisation) - damaged
     if skipped:
         log.warning("skipped %d folder(s) that are not training runs", skipped)
     if not runs and not colocalisation:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from stnlab.analysis.tables import output_files, write_csv
 from stnlab.geometry import AffineTransform, placement_theta, warp
 from stnlab.progress import track
+from stnlab.temp_files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ def write_curves(
     """Write ``robustness.csv`` (one row per model, factor and value) and ``robustness.png``."""
     csv_path, png_path = output_files(out_dir, "robustness.csv", "robustness.png")
     write_csv(csv_path, rows, FIELDS)
-    plot_curves(rows, title).savefig(png_path, dpi=110, bbox_inches="tight")
+    with atomic_path(png_path, "picture") as tmp:
+        plot_curves(rows, title).savefig(tmp, dpi=110, bbox_inches="tight")
     return csv_path, png_path
 
 

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback as HydraCallback
+
+from stnlab.checkpoints import read_json_data, read_yaml_data
+from stnlab.errors import CheckpointError
+from stnlab.temp_files import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +42,29 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def read_job(job_dir: Path) -> dict[str, Any]:
-    """``{"job", "overrides": {key: value}, "status", "error", metrics…}`` of one job dir."""
-    raw = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    overrides = {}
-    for item in raw:
-        key, _, value = str(item).partition("=")
-        overrides[key] = value
-    row: dict[str, Any] = {"job": job_dir.name, "overrides": overrides, "error": ""}
-    metrics_file, failure_file = job_dir / "metrics.json", job_dir / "failure.json"
-    if metrics_file.is_file():
+    """``{"job", "overrides": {key: value}, "status", "error", metrics…}`` of one job dir.
+
+    ``status``: ``ok`` (``metrics.json``), ``failed`` (``failure.json``; the newer of the
+    two when a rerun left both), ``unfinished``, or ``unreadable`` (a damaged file,
+    named in ``error``)."""
+    row: dict[str, Any] = {"job": job_dir.name, "overrides": {}, "error": ""}
+    try:
+        raw = read_yaml_data(job_dir / ".hydra" / "overrides.yaml") or []
+        for item in raw if isinstance(raw, list) else []:
+            key, _, value = str(item).partition("=")
+            row["overrides"][key] = value
+        metrics_file, failure_file = job_dir / "metrics.json", job_dir / "failure.json"
+        metrics = read_json_data(metrics_file) if metrics_file.is_file() else None
+        failure = read_json_data(failure_file) if failure_file.is_file() else None
+    except CheckpointError as err:  # a damaged job file: this job's row says so
+        return {**row, "status": "unreadable", "error": str(err)}
+    rerun = isinstance(failure, dict) and isinstance(metrics, dict)
+    if rerun and failure_file.stat().st_mtime >= metrics_file.stat().st_mtime:
+        metrics = None  # a rerun that failed: the latest attempt counts
+    if isinstance(metrics, dict):
         row["status"] = "ok"
-        metrics = json.loads(metrics_file.read_text())
         row.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-    elif failure_file.is_file():
-        failure = json.loads(failure_file.read_text())
+    elif isinstance(failure, dict):
         row["status"] = "failed"
         row["error"] = f"{failure.get('error')}: {failure.get('message', '')}".splitlines()[0]
     else:
@@ -105,7 +116,7 @@ def summarize_sweep(
         for row in rows
     ]
     csv_path, md_path = sweep / "summary.csv", sweep / "summary.md"
-    with open(csv_path, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(table)
@@ -119,7 +130,7 @@ def summarize_sweep(
         "|" + "---|" * len(header),
         *("| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in table),
     ]
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text(md_path, "\n".join(lines) + "\n")
     return csv_path, md_path, rows
 
 

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from stnlab.temp_files import atomic_path
+
 
 def output_files(out_dir: str | Path, *names: str) -> tuple[Path, ...]:
     """Create ``out_dir`` (with its parents) and return the path of each of ``names`` in it.
@@ -34,8 +36,7 @@ def write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], fields: Seque
     1,
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "w", newline="") as f:
+    with atomic_path(target) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(fields))
         writer.writeheader()
         for row in rows:

@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from stnlab.callbacks.pictures import publish_picture
 from stnlab.checks import check_range
 from stnlab.image_grid import figure_pixels, to_bytes, to_rgb, to_uint8
+from stnlab.temp_files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,10 @@ class ErrorAnalysisCallback(L.Callback):
     # ---------------------------------------------------------------- confusion
     def _write_confusion(self, trainer: L.Trainer, counts: Tensor) -> None:
         classes = [str(i) for i in range(len(counts))]
-        with open(self.dirpath / "confusion_matrix.csv", "w", newline="") as f:
+        with (
+            atomic_path(self.dirpath / "confusion_matrix.csv") as tmp,
+            open(tmp, "w", newline="") as f,
+        ):
             writer = csv.writer(f)
             writer.writerow(["label \\ prediction", *classes])
             for name, row in zip(classes, counts.tolist(), strict=True):
@@ -196,7 +200,10 @@ class ErrorAnalysisCallback(L.Callback):
             }
             for i in range(len(kept.index))
         ]
-        with open(self.dirpath / "test_predictions.csv", "w", newline="") as f:
+        with (
+            atomic_path(self.dirpath / "test_predictions.csv") as tmp,
+            open(tmp, "w", newline="") as f,
+        ):
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)

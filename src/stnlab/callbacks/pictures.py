@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from stnlab.image_grid import check_picture
+from stnlab.temp_files import atomic_path
 
 
 def log_picture(loggers: list[Any], key: str, image: np.ndarray, caption: str, step: int) -> None:
@@ -38,6 +39,6 @@ def publish_picture(
         return
     check_picture(image, key)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(path)
+        with atomic_path(path, "picture") as tmp:
+            Image.fromarray(image).save(tmp)
     log_picture(trainer.loggers, key, image, caption, trainer.global_step)

@@ -24,6 +24,7 @@ from stnlab.image_grid import (
     side_by_side,
     to_bytes,
 )
+from stnlab.temp_files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ class TransformGridCallback(EveryNEpochs):
         frames = [(e, f[:probes].float() / 255) for e, f in self._frames]
         picture = evolution(inputs[:probes], frames, zoom=max(1, self.upscale - 1))
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(picture).save(self._path("evolution"))
+        with atomic_path(self._path("evolution"), "picture") as tmp:
+            Image.fromarray(picture).save(tmp)
         if gif:
             frames_gif = [
                 Image.fromarray(
@@ -171,13 +173,10 @@ class TransformGridCallback(EveryNEpochs):
                 )
                 for e, f in self._frames
             ]
-            frames_gif[0].save(
-                self.dirpath / "evolution.gif",
-                save_all=True,
-                append_images=frames_gif[1:],
-                duration=700,
-                loop=0,
-            )
+            with atomic_path(self.dirpath / "evolution.gif", "picture") as tmp:
+                frames_gif[0].save(
+                    tmp, save_all=True, append_images=frames_gif[1:], duration=700, loop=0
+                )
         return picture
 
     def state_dict(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ import torch
 from stnlab.checks import write_probe
 from stnlab.errors import StnlabError
 from stnlab.progress import progress_bar
-from stnlab.temp_files import remove_stale_temp_files
+from stnlab.temp_files import remove_stale_temp_files, write_text
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def _install(
         if not raw.md5 and not (gz and raw.gz_md5):
             raise DataSourceError(f"{target.name} has no checksum to verify it against")
         if not raw.md5:
-            target.with_name(target.name + ".md5").write_text(actual + "\n")
+            write_text(target.with_name(target.name + ".md5"), actual + "\n")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

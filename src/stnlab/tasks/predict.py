@@ -8,8 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from stnlab.checks import check_not_input
 from stnlab.errors import ConfigError
-from stnlab.prediction import MIN_INK_SPAN, NO_INK, predict_files
+from stnlab.prediction import MIN_INK_SPAN, NO_INK, UNREADABLE, predict_files
 from stnlab.tasks.runner import resolve_device, task
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
             raise ConfigError(f"{key} is required: python src/predict.py ckpt_path=… input=…")
     device = resolve_device(str(cfg.get("device", "auto")))
     out = Path(cfg.paths.output_dir)
+    check_not_input(out, {"input": cfg.input}, "hydra.run.dir")  # pictures would mix in
     rows = predict_files(
         cfg.ckpt_path,
         cfg.input,
@@ -39,13 +41,18 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
         device=device,
     )
     for row in rows:
-        if row["status"] == NO_INK:
+        if row["status"] == UNREADABLE:
+            print(f"{row['file']}\t-\t-\t{UNREADABLE}: not an image stnlab can read (see above)")
+        elif row["status"] == NO_INK:
             print(
                 f"{row['file']}\t-\t-\t{NO_INK}: blank or uniform image (brightness span "
                 f"{row['ink']:.3f} < {MIN_INK_SPAN} after preprocessing), no class given"
             )
         else:
             print(f"{row['file']}\t{row['predicted']}\t{row['probability']:.3f}")
+    unreadable = sum(row["status"] == UNREADABLE for row in rows)
+    if unreadable == len(rows):
+        raise ConfigError(f"input={cfg.input}: none of its {len(rows)} image file(s) can be read")
     blank = sum(row["status"] == NO_INK for row in rows)
     if blank:
         log.warning("%d of %d images have no ink and got no class", blank, len(rows))

@@ -34,11 +34,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from stnlab.checkpoints import own_last_checkpoint
-from stnlab.errors import ConfigError, TerminatedError, user_error_message
+from stnlab.checkpoints import checkpoint_dir, own_last_checkpoint
+from stnlab.errors import ConfigError, RefusedError, TerminatedError, user_error_message
 from stnlab.loggers import close_wandb
 from stnlab.run_folder import RunFolderLock, sigterm_raises
-from stnlab.temp_files import remove_stale_temp_files
+from stnlab.temp_files import remove_stale_temp_files, write_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,15 +51,15 @@ def write_failure(output_dir: Path, err: BaseException) -> None:
     if isinstance(err, TerminatedError):
         record["terminated"] = True
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "failure.json").write_text(json.dumps(record, indent=2))
+        write_text(output_dir / "failure.json", json.dumps(record, indent=2))
     except OSError:
         log.warning("could not write failure.json in %s", output_dir)
 
 
-def _terminated(output_dir: Path, resumable: bool) -> TerminatedError:
+def _terminated(cfg: DictConfig, resumable: bool) -> TerminatedError:
     """The SIGTERM message: the last good checkpoint and, for training, how to resume."""
-    last = own_last_checkpoint(output_dir)
+    output_dir = Path(cfg.paths.output_dir)
+    last = own_last_checkpoint(checkpoint_dir(cfg)) if resumable else None
     if not resumable:
         return TerminatedError("terminated by SIGTERM")
     if last is None:
@@ -74,11 +74,23 @@ def _terminated(output_dir: Path, resumable: bool) -> TerminatedError:
     )
 
 
+def hold(locks: list[RunFolderLock]) -> None:
+    """Acquire every lock, or none: on a refusal the ones taken are released again."""
+    for n, lock in enumerate(locks):
+        try:
+            lock.acquire()
+        except BaseException:
+            for taken in locks[:n]:
+                taken.release()
+            raise
+
+
 def task(resumable: bool = False) -> Callable[[TaskFn], TaskFn]:
     """Decorate a task ``fn(cfg)``: run-folder lock, SIGTERM, ``failure.json``, W&B finish.
 
-    ``resumable``: the SIGTERM message tells how to resume (training). Only the first
-    process of a run (rank 0) holds the folder and writes ``failure.json``.
+    ``resumable``: training; the SIGTERM message tells how to resume, and a checkpoint
+    folder outside the run folder is held too. Only the first process of a run (rank 0)
+    holds the folders and writes ``failure.json``.
     """
 
     def decorate(fn: TaskFn) -> TaskFn:
@@ -86,24 +98,30 @@ def task(resumable: bool = False) -> Callable[[TaskFn], TaskFn]:
         def wrapper(cfg: DictConfig) -> Any:
             output_dir = Path(cfg.paths.output_dir)
             rank = getattr(rank_zero_only, "rank", 0)
-            lock = RunFolderLock(output_dir)
+            locks = [RunFolderLock(output_dir)]
+            if resumable:  # checkpoints kept outside the run folder are held as well
+                folder = checkpoint_dir(cfg)
+                if not folder.resolve().is_relative_to(output_dir.resolve()):
+                    locks.append(RunFolderLock(folder, "callbacks.model_checkpoint.dirpath"))
+            if rank == 0:
+                hold(locks)  # refused: nothing written, not even failure.json
             try:
                 with sigterm_raises():
                     if rank == 0:
-                        lock.acquire()
                         remove_stale_temp_files(output_dir)
                     return fn(cfg)
             except BaseException as err:
                 if isinstance(err, TerminatedError | SIGTERMException):
-                    err = _terminated(output_dir, resumable)
-                if rank == 0:
+                    err = _terminated(cfg, resumable)
+                if rank == 0 and not isinstance(err, RefusedError):
                     write_failure(output_dir, err)
                 if isinstance(err, TerminatedError):
                     raise err from None
                 raise
             finally:
                 close_wandb()
-                lock.release()
+                for lock in locks:
+                    lock.release()
 
         return wrapper  # type: ignore[return-value]
 

@@ -27,6 +27,7 @@ from stnlab.loggers import (
     start_resumed_wandb,
 )
 from stnlab.tasks.runner import finite_metric, task
+from stnlab.temp_files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:  # one file per run, whatever the number of processes
         log_final_hparams(trainer.loggers, model.run_config, metrics)
         text = json.dumps(metrics, indent=2, sort_keys=True)
-        (output_dir / "metrics.json").write_text(text)
+        write_text(output_dir / "metrics.json", text, "metrics")
         (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run passed
     return metrics
 
