@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -109,6 +110,7 @@ def finished_run(folder: Path) -> dict[str, str]:
     return checksums(folder)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("script", "overrides"),
     [
@@ -352,3 +354,89 @@ def test_predict_skips_what_it_cannot_read_one_line_each_and_never_blocks(
     assert any("torn.png as an image" in m for m in lines)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["0000_" + "d" * 100 + ".png", "predictions.csv"]
+
+
+def test_crafted_or_damaged_checkpoints_cost_one_line_in_every_command(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    from stnlab.checkpoints import load_checkpoint_net, read_checkpoint
+    from stnlab.prediction import predict_files
+
+    cfg = make_cfg("model=stn_cnn", "data=rotated", "debug=limit", output_dir=tmp_path / "run")
+    good = read_checkpoint(train(cfg)["test_ckpt"])
+
+    def crafted(name: str, change: Callable[[dict], None]) -> Path:
+        checkpoint = {**good, "state_dict": dict(good["state_dict"])}
+        checkpoint["stnlab_config"] = OmegaConf.to_container(
+            OmegaConf.create(good["stnlab_config"])
+        )
+        change(checkpoint)
+        path = tmp_path / f"{name}.ckpt"
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(50_000)  # pickling 5,000 levels recurses that deep
+        try:
+            torch.save(checkpoint, path)
+        finally:
+            sys.setrecursionlimit(limit)
+        return path
+
+    def nan_weights(c: dict) -> None:
+        key = next(k for k in c["state_dict"] if k.endswith("weight"))
+        c["state_dict"][key] = torch.full_like(c["state_dict"][key], float("nan"))
+
+    def huge(c: dict) -> None:  # 2**36 hidden units: terabytes if it were built
+        c["stnlab_config"]["model"]["net"]["transformer"]["loc_net"]["hidden"] = [2**36]
+
+    def deep(c: dict) -> None:
+        node: dict = {}
+        c["stnlab_config"]["model"]["deep"] = node
+        for _ in range(5_000):
+            node["x"] = node = {}
+
+    cases = {
+        "non-finite weights (NaN or inf, first in": crafted("nan", nan_weights),
+        "its 'state_dict' is not a mapping": crafted("list", lambda c: c.update(state_dict=[1, 2])),
+        "has no 'data' section": crafted("nodata", lambda c: c["stnlab_config"].pop("data")),
+        "its weights do not fit the model its config describes": crafted("huge", huge),
+        "nested too deep": crafted("deep", deep),
+    }
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    cases["is not a regular file (a FIFO"] = fifo
+    for expected, path in cases.items():
+        for command in (
+            lambda p: load_checkpoint_net(p),  # eval, robustness and export build through it
+            lambda p: export_checkpoint(p, "pt2", tmp_path / "exports"),
+            lambda p: predict_files(p, tmp_path, tmp_path / "predictions"),
+        ):
+            with pytest.raises((ConfigError, StorageError, ValueError)) as info:
+                command(path)
+            message = str(info.value)
+            assert expected in message and "\n" not in message, (path.name, message)
+    assert not (tmp_path / "exports").exists() and not (tmp_path / "predictions").exists()
+
+
+def test_a_run_that_would_train_no_step_is_refused_at_start_up(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    cfg = make_cfg("model=cnn", "data.val_size=1950", "data.batch_size=64")  # 50 left
+    with pytest.raises(ConfigError) as info:
+        train(cfg)
+    assert str(info.value) == (
+        "data.batch_size=64 is larger than the training split (50 images), so no training "
+        "step would run; valid: data.batch_size <= 50, or a smaller data.val_size"
+    )
+
+
+def test_the_resume_command_printed_after_sigterm_pastes_into_a_shell(tmp_path: Path) -> None:
+    import shlex
+
+    from stnlab.tasks.runner import _terminated
+
+    run = tmp_path / "runs" / "my run é"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    cfg = OmegaConf.create({"paths": {"output_dir": str(run)}, "callbacks": None})
+    message = str(_terminated(cfg, resumable=True))
+    command = message.split("Resume with: ")[1]
+    assert shlex.split(command)[-2:] == [f"hydra.run.dir={run}", "ckpt_path=auto"]

@@ -213,6 +213,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         inside = sorted(str(p) for p in (*file.glob("*.ckpt"), *file.glob("checkpoints/*.ckpt")))
         hint = f"pass one of the checkpoints in it: {inside}" if inside else "it holds no .ckpt"
         raise CheckpointError(f"ckpt_path={path} is a folder, not a checkpoint file; {hint}")
+    if file.exists() and not file.is_file():
+        raise CheckpointError(
+            f"ckpt_path={path} is not a regular file (a FIFO, a device or a socket); pass a "
+            ".ckpt file written by src/train.py"
+        )
     if not file.is_file():
         where = file.parent
         near = sorted(p.name for p in where.glob("*.ckpt")) if where.is_dir() else []
@@ -231,11 +236,29 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"ckpt_path={path} holds no model weights (no 'state_dict' entry)")
+    weights = checkpoint["state_dict"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise CheckpointError(
+            f"ckpt_path={path}: its 'state_dict' is not a mapping of weight names to tensors"
+        )
+    bad = next(
+        (k for k, v in weights.items() if v.is_floating_point() and not v.isfinite().all()), None
+    )
+    if bad is not None:
+        raise CheckpointError(
+            f"ckpt_path={path} holds non-finite weights (NaN or inf, first in {bad}): the run "
+            "that wrote it diverged; use an earlier checkpoint"
+        )
     source = f"ckpt_path={path}"
-    if "stnlab_config" in checkpoint:  # the model and data sections are what stnlab builds
-        check_stored_config(checkpoint["stnlab_config"], source, built=("model", "data"))
-    if "hyper_parameters" in checkpoint:
-        check_stored_config(checkpoint["hyper_parameters"], source, "hyper_parameters")
+    try:
+        if "stnlab_config" in checkpoint:  # the model and data sections are what stnlab builds
+            check_stored_config(checkpoint["stnlab_config"], source, built=("model", "data"))
+        if "hyper_parameters" in checkpoint:
+            check_stored_config(checkpoint["hyper_parameters"], source, "hyper_parameters")
+    except RecursionError:
+        raise CheckpointError(f"{source}: its stored config is nested too deep to read") from None
     run_id = checkpoint.get("stnlab_wandb_id")
     if run_id is not None and not (isinstance(run_id, str) and _WANDB_ID.fullmatch(run_id)):
         log.warning("%s: ignoring its W&B run id %r (not a W&B id)", source, run_id)
@@ -318,18 +341,38 @@ def load_checkpoint_net(ckpt_path: str | os.PathLike) -> tuple[nn.Module, dict[s
             f"ckpt_path={ckpt_path}: stnlab_config.model.net must describe a "
             f"stnlab.models.STNClassifier, got {target!r}"
         )
-    try:
-        net = build_from_data(spec, "stnlab_config.model.net")
-    except (TypeError, ValueError) as err:
+    if not isinstance(config.get("data"), dict):
         raise CheckpointError(
-            f"ckpt_path={ckpt_path}: its stored model config cannot be built "
-            f"({str(err).splitlines()[0]})"
-        ) from None
+            f"ckpt_path={ckpt_path}: its stored run config has no 'data' section, so the "
+            "images the model takes are unknown"
+        )
     weights = {
         k.removeprefix("net."): v
         for k, v in checkpoint["state_dict"].items()
         if k.startswith("net.")
     }
+    try:
+        with torch.device("meta"):  # shapes first, no memory: a crafted size allocates nothing
+            shell = build_from_data(spec, "stnlab_config.model.net")
+        described = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in weights.items()}
+        if described != stored:
+            first = min(
+                k for k in set(described) | set(stored) if described.get(k) != stored.get(k)
+            )
+            raise CheckpointError(
+                f"ckpt_path={ckpt_path}: its weights do not fit the model its config describes "
+                f"(first difference: {first}: weights {stored.get(first, '<absent>')}, config "
+                f"{described.get(first, '<absent>')})"
+            )
+        net = build_from_data(spec, "stnlab_config.model.net")
+    except (TypeError, ValueError, RecursionError) as err:
+        if isinstance(err, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"ckpt_path={ckpt_path}: its stored model config cannot be built "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from None
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from stnlab.checkpoints import load_checkpoint_net
 from stnlab.checks import check_not_input
-from stnlab.errors import ConfigError
+from stnlab.errors import CheckpointError, ConfigError
 from stnlab.temp_files import atomic_path
 
 
@@ -26,8 +26,10 @@ def _check_same(net: nn.Module, exported: Any, example: Tensor, what: str) -> fl
     with torch.inference_mode():
         want = net(example)
         got = exported(example)
+    if not want.isfinite().all():
+        raise CheckpointError(f"the checkpoint's network gives non-finite logits; no {what} export")
     diff = float((want - torch.as_tensor(got)).abs().max())
-    if diff > 1e-4:
+    if not diff <= 1e-4:  # NaN fails too
         raise RuntimeError(f"the {what} export gives other logits (max difference {diff:.3g})")
     return diff
 

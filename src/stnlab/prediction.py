@@ -28,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from stnlab.analysis.paper import run_source
+from stnlab.analysis.paper import run_source, run_variant
 from stnlab.checkpoints import load_checkpoint_net
 from stnlab.checks import check_range
 from stnlab.data.distortions import RandomSimilarity
@@ -435,6 +435,12 @@ def predict_files(
     check_range("batch_size", batch_size, integer=True, minimum=1)
     net, config = load_checkpoint_net(ckpt_path)
     data = config["data"]
+    if run_variant(config) == "addition":
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is an MNIST-addition model: it reads two digits as one "
+            "two-channel canvas, which predict does not make from image files; evaluate it "
+            "with src/eval.py"
+        )
     source_name = run_source(config)
     if framing == "auto":
         framing = "mnist" if source_name == "mnist" else "resize"

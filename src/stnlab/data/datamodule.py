@@ -337,6 +337,12 @@ class DigitsDataModule(L.LightningDataModule):
         overfit = self.trainer is not None and bool(self.trainer.overfit_batches)
         if train:
             check_batch_split(self.batch_size, world, f"trainer world size {world}")
+            if len(data) < self.batch_size:  # whole batches only: not one training step
+                raise ConfigError(
+                    f"data.batch_size={self.batch_size} is larger than the training split "
+                    f"({len(data)} images), so no training step would run; valid: "
+                    f"data.batch_size <= {len(data)}, or a smaller data.val_size"
+                )
         batch_size = self.batch_size // world if train else self.eval_batch_size
         options = {"seed": self.seed, "drop_last": train, "rank": rank, "world_size": world}
         if train and not overfit:

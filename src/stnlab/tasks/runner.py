@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import math
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -67,10 +68,11 @@ def _terminated(cfg: DictConfig, resumable: bool) -> TerminatedError:
     overrides = ""
     with contextlib.suppress(Exception):
         task = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
-        overrides = " ".join(task) + " "
+        overrides = " ".join(shlex.quote(o) for o in task) + " "
+    folder = shlex.quote(f"hydra.run.dir={output_dir}")  # pasted into a shell as printed
     return TerminatedError(
         f"terminated by SIGTERM; last good checkpoint: {last}. Resume with: python "
-        f"src/train.py {overrides}hydra.run.dir={output_dir} ckpt_path=auto"
+        f"src/train.py {overrides}{folder} ckpt_path=auto"
     )
 
 
