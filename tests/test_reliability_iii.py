@@ -440,3 +440,18 @@ def test_the_resume_command_printed_after_sigterm_pastes_into_a_shell(tmp_path: 
     message = str(_terminated(cfg, resumable=True))
     command = message.split("Resume with: ")[1]
     assert shlex.split(command)[-2:] == [f"hydra.run.dir={run}", "ckpt_path=auto"]
+
+
+def test_a_zero_accumulation_and_a_folder_in_place_of_a_data_file_cost_one_line(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    from stnlab.config_checks import validate_config
+    from stnlab.data.sources import DataSourceError, verify_file
+
+    with pytest.raises(ConfigError, match=r"^trainer\.accumulate_grad_batches=0 must be a whole"):
+        validate_config(make_cfg("+trainer.accumulate_grad_batches=0"))
+    folder = tmp_path / "train-images-idx3-ubyte"
+    folder.mkdir()
+    with pytest.raises(DataSourceError) as info:
+        verify_file(folder, "0" * 32)
+    assert str(info.value).startswith(f"{folder} is a folder (or not a regular file) where")

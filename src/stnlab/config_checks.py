@@ -379,6 +379,12 @@ def validate_config(cfg: DictConfig) -> None:
                 f"trainer.max_epochs={max_epochs!r} must be a positive integer "
                 "(or -1 for no limit, with trainer.max_steps set)"
             )
+        accumulate = trainer.get("accumulate_grad_batches", 1)
+        if not isinstance(accumulate, int) or isinstance(accumulate, bool) or accumulate < 1:
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches={accumulate!r} must be a whole number >= 1 "
+                "(batches whose gradients add up before each optimiser step; 1 = every batch)"
+            )
     metric = cfg.get("optimized_metric")
     if metric is not None and metric not in KNOWN_METRICS:
         close = difflib.get_close_matches(str(metric), KNOWN_METRICS, n=1)

@@ -200,6 +200,11 @@ def verify_file(path: Path, expected_md5: str | None) -> None:
     """Raise :class:`DataSourceError` unless ``path`` exists with MD5 ``expected_md5``."""
     if not path.exists():
         raise DataSourceError(f"{path} is missing (expected md5 {expected_md5})")
+    if not path.is_file():
+        raise DataSourceError(
+            f"{path} is a folder (or not a regular file) where a data file belongs; remove it "
+            "and run again to fetch the file, or point paths.data_dir at another folder"
+        )
     if expected_md5 is None:
         raise DataSourceError(
             f"{path} has no known checksum (no {path.name}.md5 record beside it); delete it "
