@@ -104,14 +104,25 @@ epochs. The Quickstart's own defaults (cluttered, ``model=stn_cnn_window``,
 ``schedule=fast_epochs``) are tested in ``tests/test_config.py``."""
 
 
+TEST_SAMPLES = 8
+"""Cells of ``test_predictions.png`` in the tests' training runs (the config's 64 unless a
+test sets it or drops the callback): drawing 64 cells with matplotlib took most of a short run's
+time. ``tests/callbacks/test_dashboards.py`` checks the full 64."""
+
+
 def with_tiny_run_base(overrides: Sequence[str]) -> list[str]:
     """``overrides`` after :data:`TINY_RUN_BASE`'s choices of the groups they leave open
-    (an ``experiment=`` preset chooses data and schedule itself); flags such as ``-m``
-    stay in front."""
+    (an ``experiment=`` preset chooses data and schedule itself) and :data:`TEST_SAMPLES`;
+    flags such as ``-m`` stay in front."""
     chosen = {o.lstrip("~+").split("=", 1)[0] for o in overrides if "=" in o}
     if "experiment" in chosen:  # a preset chooses its own data, model and schedule
         chosen |= {"data", "model", "schedule"}
     base = [b for b in TINY_RUN_BASE if b.split("=", 1)[0] not in chosen]
+    analysis_untouched = not any(
+        o.startswith(("~callbacks", "callbacks=")) or "error_analysis" in o for o in overrides
+    )
+    if analysis_untouched:  # see TEST_SAMPLES
+        base.append(f"callbacks.error_analysis.num_samples={TEST_SAMPLES}")
     flags = [o for o in overrides if o.startswith("-")]  # -m, --cfg …: before the overrides
     return flags + base + [o for o in overrides if not o.startswith("-")]
 

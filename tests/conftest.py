@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cli_helper import (
     idx_bytes,
@@ -68,14 +68,25 @@ def fake_mnist(fake_mnist_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return fake_mnist_root
 
 
+TEST_SAMPLES = 8
+"""Cells of ``test_predictions.png`` in the tests' runs (the config's 64 unless a test sets
+``callbacks.error_analysis.num_samples``): drawing 64 cells with matplotlib took most of a
+one-batch run's time. ``tests/callbacks/test_dashboards.py`` checks the full 64."""
+
+
 def compose_run(
     config_name: str, overrides: list[str], output_dir: Path, data_dir: Path
 ) -> DictConfig:
     """``conf/<config_name>.yaml`` with ``overrides``, its paths set as a run of it would
-    have them (Hydra's config registered, then dropped as the task sees it)."""
+    have them (Hydra's config registered, then dropped as the task sees it); the error
+    analysis draws :data:`TEST_SAMPLES` samples unless ``overrides`` choose."""
     cfg = compose_config(config_name, overrides, output_dir=output_dir, data_dir=data_dir)
     with open_dict(cfg):
         cfg.paths.root_dir = str(ROOT)
+        analysis = OmegaConf.select(cfg, "callbacks.error_analysis")
+        chosen = any("error_analysis.num_samples" in o for o in overrides)
+        if isinstance(analysis, DictConfig) and "num_samples" in analysis and not chosen:
+            analysis.num_samples = TEST_SAMPLES
     return cfg
 
 
@@ -94,6 +105,27 @@ def make_cfg(fake_mnist: Path, tmp_path: Path) -> Iterator[Callable[..., DictCon
 
     yield _make
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(fake_mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One trained ST-CNN shared by the tests that read a checkpoint (eval, predict, export,
+    checkpoint safety): 2 epochs of 5 batches on the synthetic rotated digits (``debug=limit``),
+    tested on its whole test set (200 digits). ``(best.ckpt, the run's metrics)``; its run
+    folder holds ``checkpoints/last.ckpt`` too. Tests copy it before changing it."""
+    from stnlab.tasks import train
+
+    out = tmp_path_factory.mktemp("tiny_run") / "train"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sources.SPECS, "mnist", trusted_mnist_spec(fake_mnist_root))
+        small = ["data.val_size=100", "data.batch_size=32", "data.eval_batch_size=64"]
+        overrides = [*small, "logger=csv", "model=stn_cnn", "data=rotated", "debug=limit"]
+        cfg = compose_run("train", with_tiny_run_base(overrides), out, fake_mnist_root)
+        with open_dict(cfg):
+            cfg.trainer.limit_test_batches = 1.0
+        metrics = train(cfg)
+    GlobalHydra.instance().clear()
+    return Path(metrics["test_ckpt"]), metrics
 
 
 @pytest.fixture

@@ -36,20 +36,13 @@ from stnlab.export import export_checkpoint
 from stnlab.prediction import predict_files
 
 ROOT = Path(__file__).resolve().parents[1]
-_CACHE: dict[str, Path] = {}
 
 
 @pytest.fixture
-def clean_ckpt(
-    make_cfg: Callable[..., DictConfig], tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """One honest ST-CNN checkpoint per test session (trained on a few synthetic batches)."""
-    if "ckpt" not in _CACHE:
-        out = tmp_path_factory.mktemp("honest_run")
-        cfg = make_cfg("model=stn_cnn", "data=rotated", "debug=fdr", output_dir=out)
-        tasks.train(cfg)
-        _CACHE["ckpt"] = out / "checkpoints" / "last.ckpt"
-    return _CACHE["ckpt"]
+def clean_ckpt(tiny_run: tuple[Path, dict]) -> Path:
+    """An honest ST-CNN checkpoint: the last.ckpt of the shared ``tiny_run`` (a few synthetic
+    batches; tests/conftest.py). Crafted copies are written elsewhere; it is never changed."""
+    return tiny_run[0].parent / "last.ckpt"
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -196,6 +189,7 @@ def test_every_command_refuses_every_payload(
     assert no_network == []
 
 
+@pytest.mark.e2e
 def test_refused_through_the_predict_cli(
     clean_ckpt: Path, fake_mnist: Path, tmp_path: Path
 ) -> None:

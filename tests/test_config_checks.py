@@ -385,6 +385,7 @@ CLI_CASES = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_cli_prints_one_line_without_a_traceback(case: str, tmp_path: Path) -> None:
     """Every kind of entry point: status 1, the message on stderr, no traceback."""

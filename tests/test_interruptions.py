@@ -1,5 +1,8 @@
-"""SIGTERM, resumes that end as uninterrupted runs, logger history, stale temporary files
-and one process per run folder (issue: Reliability II)."""
+"""SIGKILL and SIGTERM, resumes that end as uninterrupted runs, logger history, stale
+temporary files and one process per run folder (issue: Reliability II).
+
+The interrupted runs are compared with one uninterrupted run (``straight``, shared by the
+module): each is the real CLI in its own process (marker e2e)."""
 
 from __future__ import annotations
 
@@ -50,6 +53,45 @@ def straight(fake_mnist_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return run
 
 
+@pytest.mark.e2e
+def test_sigkill_mid_epoch_then_auto_resume_matches_a_straight_run(
+    fake_mnist_root: Path, straight: Path, tmp_path: Path
+) -> None:
+    killed = tmp_path / "killed"
+
+    def _cli(data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+        return run_train(data_root, *TINY, "logger=wandb", *overrides)
+
+    # Killed by SIGKILL at global step 7: in epoch 2, after epoch 1's checkpoint.
+    proc = _cli(
+        fake_mnist_root,
+        f"hydra.run.dir={killed}",
+        "+callbacks.kill._target_=cli_helper.KillAtStep",
+        "+callbacks.kill.step=7",
+    )
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    assert not (killed / "metrics.json").exists()
+    last = killed / "checkpoints" / "last.ckpt"
+    state = read_checkpoint(last)
+    assert state["epoch"] == 0 and state["global_step"] == 5
+    assert not list(last.parent.glob(".*tmp*"))  # no half-written file left behind
+
+    resumed = _cli(fake_mnist_root, f"hydra.run.dir={killed}", "ckpt_path=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "ckpt_path=auto: resuming" in resumed.stderr
+    final = read_checkpoint(last)
+    assert final["epoch"] == 2 and final["global_step"] == 15
+    assert final["stnlab_fit_metrics"]["val/acc_best"] == _metrics(straight)["val/acc_best"]
+    # The same numbers to the last digit: weights, optimiser, scheduler, best accuracy,
+    # RNGs and the training-distortion generator all came back.
+    assert _metrics(killed) == _metrics(straight)
+    # One W&B run, continued: two offline run folders with the same run id.
+    ids = {p.name.rsplit("-", 1)[-1] for p in (killed / "wandb").glob("offline-run-*")}
+    assert len(list((killed / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
+    assert state["stnlab_wandb_id"] in ids
+
+
+@pytest.mark.e2e
 def test_sigterm_exits_143_names_the_checkpoint_and_resumes_exactly(
     fake_mnist_root: Path, straight: Path, tmp_path: Path
 ) -> None:
@@ -104,6 +146,7 @@ def test_sigterm_exits_143_names_the_checkpoint_and_resumes_exactly(
     assert logged == set(range(15))
 
 
+@pytest.mark.e2e
 def test_interrupted_final_test_and_finished_rerun_report_the_same_metrics(
     fake_mnist_root: Path, straight: Path, tmp_path: Path
 ) -> None:
@@ -148,6 +191,7 @@ def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path: Path) -> Non
     assert not any(p.exists() for p in stale) and kept.exists()
 
 
+@pytest.mark.e2e
 def test_a_second_process_on_a_held_run_folder_is_refused(
     fake_mnist_root: Path, tmp_path: Path
 ) -> None:

@@ -4,14 +4,13 @@ LightningModule's answers."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cli_helper import run_train
@@ -26,13 +25,12 @@ from stnlab.prediction import (
     predict_files,
     transparent_background,
 )
-from stnlab.tasks import train
 
 
 @pytest.fixture
-def trained(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> Path:
-    cfg = make_cfg("model=stn_cnn", "data=rotated", "debug=limit", output_dir=tmp_path / "run")
-    return Path(train(cfg)["test_ckpt"])
+def trained(tiny_run: tuple[Path, dict]) -> Path:
+    """The shared ST-CNN's best.ckpt (``tiny_run`` in tests/conftest.py); read, never changed."""
+    return tiny_run[0]
 
 
 def lightning_module(ckpt: Path) -> torch.nn.Module:
@@ -261,6 +259,7 @@ def test_onnx_on_too_old_a_torch_says_which_versions(
         export_checkpoint(tmp_path / "never_read.ckpt", "onnx", tmp_path)
 
 
+@pytest.mark.e2e
 def test_cli_eval_predict_export(trained: Path, fake_mnist: Path, tmp_path: Path) -> None:
     """The entry points as a user runs them (their own processes, Hydra run folders)."""
     write_images(tmp_path / "images", fake_mnist)

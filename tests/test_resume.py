@@ -1,9 +1,10 @@
-"""Interrupted training loses nothing: atomic checkpoints, exact resume, clear errors."""
+"""Interrupted training loses nothing: atomic checkpoints, exact resume, clear errors.
+
+SIGKILL mid-epoch and the exact resume after it, in their own processes, are in
+``tests/test_interruptions.py`` (marker e2e)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,68 +12,11 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from cli_helper import run_train
 from stnlab.checkpoints import AtomicCheckpointIO, read_checkpoint
 from stnlab.errors import CheckpointError
 from stnlab.tasks import train
 
 MakeCfg = Callable[..., DictConfig]
-TINY = [
-    "model=stn_cnn",
-    "debug=limit",  # 5 training batches per epoch
-    "trainer.max_epochs=3",
-    "data.val_size=100",
-    "data.batch_size=32",
-    "data.eval_batch_size=64",
-    "trainer.enable_progress_bar=false",
-    "logger=wandb",
-]
-
-
-def _cli(data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_train(data_root, *TINY, *overrides)
-
-
-def _metrics(run: Path) -> dict:
-    metrics = json.loads((run / "metrics.json").read_text())
-    metrics.pop("test_ckpt")
-    return metrics
-
-
-def test_sigkill_mid_epoch_then_auto_resume_matches_a_straight_run(
-    fake_mnist_root: Path, tmp_path: Path
-) -> None:
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = _cli(fake_mnist_root, f"hydra.run.dir={straight}")
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    # Killed by SIGKILL at global step 7: in epoch 2, after epoch 1's checkpoint.
-    proc = _cli(
-        fake_mnist_root,
-        f"hydra.run.dir={killed}",
-        "+callbacks.kill._target_=cli_helper.KillAtStep",
-        "+callbacks.kill.step=7",
-    )
-    assert proc.returncode == -9, proc.stderr[-3000:]
-    assert not (killed / "metrics.json").exists()
-    last = killed / "checkpoints" / "last.ckpt"
-    state = read_checkpoint(last)
-    assert state["epoch"] == 0 and state["global_step"] == 5
-    assert not list(last.parent.glob(".*tmp*"))  # no half-written file left behind
-
-    resumed = _cli(fake_mnist_root, f"hydra.run.dir={killed}", "ckpt_path=auto")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "ckpt_path=auto: resuming" in resumed.stderr
-    final = read_checkpoint(last)
-    assert final["epoch"] == 2 and final["global_step"] == 15
-    assert final["stnlab_fit_metrics"]["val/acc_best"] == _metrics(straight)["val/acc_best"]
-    # The same numbers to the last digit: weights, optimiser, scheduler, best accuracy,
-    # RNGs and the training-distortion generator all came back.
-    assert _metrics(killed) == _metrics(straight)
-    # One W&B run, continued: two offline run folders with the same run id.
-    ids = {p.name.rsplit("-", 1)[-1] for p in (killed / "wandb").glob("offline-run-*")}
-    assert len(list((killed / "wandb").glob("offline-run-*"))) == 2 and len(ids) == 1
-    assert state["stnlab_wandb_id"] in ids
 
 
 def test_auto_without_a_checkpoint_starts_afresh(make_cfg: MakeCfg) -> None:

@@ -15,6 +15,8 @@ import pytest
 
 from cli_helper import run_train
 
+pytestmark = pytest.mark.e2e  # every test here launches src/train.py (run with -m e2e)
+
 TINY = [
     "debug=limit",  # 5 training batches per epoch, checkpoints and grids written
     "trainer.max_epochs=1",

@@ -126,6 +126,7 @@ def _train_cli(data_root: Path, run_dir: Path, **env: str) -> subprocess.Complet
     return subprocess.run(cmd, capture_output=True, text=True, env=environ, timeout=600)
 
 
+@pytest.mark.e2e
 def test_cli_falls_back_to_offline_and_trains(
     fake_mnist_root: Path, closed_url: str, tmp_path: Path
 ) -> None:
@@ -139,6 +140,7 @@ def test_cli_falls_back_to_offline_and_trains(
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
 
 
+@pytest.mark.e2e
 def test_cli_with_wandb_mode_online_stops_with_one_line(
     fake_mnist_root: Path, closed_url: str, tmp_path: Path
 ) -> None:

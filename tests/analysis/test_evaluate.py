@@ -1,4 +1,6 @@
-"""src/eval.py: one checkpoint on every distortion → results.csv / results.md + logger."""
+"""src/eval.py: one checkpoint on every distortion → results.csv / results.md + logger.
+
+``tiny_run`` (tests/conftest.py) is the shared trained ST-CNN on the rotated digits."""
 
 from __future__ import annotations
 
@@ -10,23 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from stnlab.analysis.evaluate import FIELDS, POSE_FIELDS, select_variants, write_results
 from stnlab.checkpoints import load_checkpoint_net
 from stnlab.config import data_variants
 from stnlab.errors import CheckpointError, ConfigError
-from stnlab.tasks import evaluate, train
-
-
-@pytest.fixture
-def tiny_run(make_cfg: Callable[..., DictConfig], tmp_path: Path) -> tuple[Path, dict]:
-    """A 2-epoch ST-CNN on the synthetic rotated digits, tested on its whole test set."""
-    cfg = make_cfg("model=stn_cnn", "data=rotated", "debug=limit", output_dir=tmp_path / "train")
-    with open_dict(cfg):
-        cfg.trainer.limit_test_batches = 1.0
-    metrics = train(cfg)
-    return Path(metrics["test_ckpt"]), metrics
+from stnlab.tasks import evaluate
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

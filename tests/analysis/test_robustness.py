@@ -83,7 +83,13 @@ def test_robustness_task_writes_csv_png_and_logs(
 ) -> None:
     ckpts = []
     for model in ("cnn", "stn_cnn"):
-        cfg = make_cfg(f"model={model}", "data=rts", "debug=limit", output_dir=tmp_path / model)
+        cfg = make_cfg(
+            f"model={model}",
+            "data=rts",
+            "debug=limit",
+            "trainer.max_epochs=1",  # a checkpoint is all the curves need
+            output_dir=tmp_path / model,
+        )
         ckpts.append(train(cfg)["test_ckpt"])
     cfg = make_task_cfg(
         "robustness",

@@ -119,6 +119,7 @@ def test_sweep_end_exits_with_1_after_writing_the_summary(
     assert (sweep / "summary.md").is_file()
 
 
+@pytest.mark.e2e
 def test_multirun_with_a_failing_job_keeps_and_summarises_the_others(
     fake_mnist_root: Path, tmp_path: Path
 ) -> None:

@@ -67,7 +67,11 @@ def test_a_run_shows_the_same_pictures_in_tensorboard_and_wandb(
     wandb_data = tmp_path / "wandb_data"
     monkeypatch.setenv("WANDB_DATA_DIR", str(wandb_data))
     cfg = make_cfg(
-        "model=stn_cnn", "debug=limit", "logger=[wandb,tensorboard]", "model.loc_lr_mult=0.5"
+        "model=stn_cnn",
+        "debug=limit",
+        "logger=[wandb,tensorboard]",
+        "model.loc_lr_mult=0.5",
+        "callbacks.error_analysis.num_samples=64",  # the config's own (the tests draw fewer)
     )
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
