@@ -209,6 +209,7 @@ def test_a_run_without_last_ckpt_does_not_start_over_its_best_ckpt(
     assert checksums(run) == before  # no failure.json, no checkpoint written
 
 
+@pytest.mark.e2e
 def test_the_lock_covers_a_checkpoint_folder_outside_the_run_folder(
     fake_mnist_root: Path, tmp_path: Path
 ) -> None:
