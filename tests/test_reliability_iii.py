@@ -418,9 +418,12 @@ def test_crafted_or_damaged_checkpoints_cost_one_line_in_every_command(
 
 
 def test_a_run_that_would_train_no_step_is_refused_at_start_up(
-    make_cfg: Callable[..., DictConfig], tmp_path: Path
+    make_cfg: Callable[..., DictConfig], fake_mnist: Path
 ) -> None:
-    cfg = make_cfg("model=cnn", "data.val_size=1950", "data.batch_size=64")  # 50 left
+    from stnlab.data.sources import load_split
+
+    images = len(load_split(fake_mnist, "mnist", "train", allow_fetch=False)[0])
+    cfg = make_cfg("model=cnn", f"data.val_size={images - 50}", "data.batch_size=64")
     with pytest.raises(ConfigError) as info:
         train(cfg)
     assert str(info.value) == (

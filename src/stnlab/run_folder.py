@@ -53,7 +53,7 @@ class RunFolderLock:
     holds nothing (the kernel lock went with it) and is simply taken.
     """
 
-    def __init__(self, folder: str | os.PathLike, key: str = "hydra.run.dir") -> None:
+    def __init__(self, folder: str | os.PathLike, key: str = "paths.output_dir") -> None:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_NAME
         self.key = key
@@ -64,7 +64,7 @@ class RunFolderLock:
         if key in _HELD:  # claimed by this process already
             self.held = True
             return
-        check_writable(self.folder, "paths.output_dir")
+        check_writable(self.folder, self.key)
         lock = FileLock(self.path, timeout=0)
         try:
             lock.acquire()

@@ -76,17 +76,6 @@ def _terminated(cfg: DictConfig, resumable: bool) -> TerminatedError:
     )
 
 
-def hold(locks: list[RunFolderLock]) -> None:
-    """Acquire every lock, or none: on a refusal the ones taken are released again."""
-    for n, lock in enumerate(locks):
-        try:
-            lock.acquire()
-        except BaseException:
-            for taken in locks[:n]:
-                taken.release()
-            raise
-
-
 def task(resumable: bool = False) -> Callable[[TaskFn], TaskFn]:
     """Decorate a task ``fn(cfg)``: run-folder lock, SIGTERM, ``failure.json``, W&B finish.
 
@@ -106,10 +95,12 @@ def task(resumable: bool = False) -> Callable[[TaskFn], TaskFn]:
                 if not folder.resolve().is_relative_to(output_dir.resolve()):
                     locks.append(RunFolderLock(folder, "callbacks.model_checkpoint.dirpath"))
             if rank == 0:
-                hold(locks)  # refused: nothing written, not even failure.json
+                locks[0].acquire()  # refused: nothing written, not even failure.json
             try:
                 with sigterm_raises():
                     if rank == 0:
+                        for lock in locks[1:]:  # busy: RefusedError, no failure.json either
+                            lock.acquire()
                         remove_stale_temp_files(output_dir)
                     return fn(cfg)
             except BaseException as err:
