@@ -111,10 +111,15 @@ def test_options_that_change_no_weight_do_not_block_a_resume(
 def test_a_wandb_id_still_held_by_a_killed_process_falls_back_to_a_new_run(
     make_cfg: MakeCfg,
 ) -> None:
+    from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
+
     from stnlab.loggers import start_resumed_wandb
 
-    class WandbLogger:  # stands in for Lightning's: W&B keeps answering "in use"
+    class WandbLogger(LightningWandbLogger):  # Lightning's, with W&B answering "in use"
         calls = 0
+
+        def __init__(self) -> None:  # no W&B run set up
+            pass
 
         @property
         def experiment(self) -> None:

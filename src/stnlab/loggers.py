@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -218,7 +219,7 @@ def log_final_hparams(loggers: list[Any], config: dict[str, Any], metrics: dict[
     }
     params = {k: v for k, v in config.items() if k not in _NOT_HPARAMS}
     for logger in loggers:
-        if type(logger).__name__ == "TensorBoardLogger" and final:
+        if isinstance(logger, TensorBoardLogger) and final:
             logger.log_hyperparams(params, metrics=final)
             logger.save()
 
@@ -230,7 +231,7 @@ def keep_csv_history(loggers: list[Any], resume_step: int) -> None:
     will be logged again, so they are dropped. Call before training starts.
     """
     for logger in loggers:
-        if type(logger).__name__ != "CSVLogger":
+        if not isinstance(logger, CSVLogger):
             continue
         path = Path(logger.log_dir) / "metrics.csv"
         if not path.is_file():
@@ -273,7 +274,7 @@ def start_resumed_wandb(
     """
     out = []
     for logger in loggers:
-        if type(logger).__name__ != "WandbLogger" or getattr(rank_zero_only, "rank", 0) != 0:
+        if not isinstance(logger, WandbLogger) or getattr(rank_zero_only, "rank", 0) != 0:
             out.append(logger)
             continue
         deadline = time.monotonic() + wait_s
@@ -318,7 +319,7 @@ def log_table(
     """Send scalar ``metrics`` to every logger; ``rows`` (a table) and ``image`` to W&B."""
     for logger in loggers:
         logger.log_metrics(metrics)
-        if type(logger).__name__ == "WandbLogger" and rows:
+        if isinstance(logger, WandbLogger) and rows:
             columns = list(rows[0])
             logger.log_table(key=key, columns=columns, data=[[r[c] for c in columns] for r in rows])
             if image is not None:  # uint8 pixels: W&B saves float images as black PNGs

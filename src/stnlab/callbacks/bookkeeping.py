@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import WandbLogger
 
 
 def _numpy_state_to_plain(state: tuple) -> tuple:
@@ -65,7 +66,7 @@ class RunBookkeeping(L.Callback):
             "numpy": _numpy_state_to_plain(np.random.get_state()),
             "python": random.getstate(),
         }
-        ids = [lg.version for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+        ids = [lg.version for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if ids:
             checkpoint["stnlab_wandb_id"] = ids[0]
         if self.fit_metrics:
