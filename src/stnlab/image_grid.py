@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
-from torchvision.utils import make_grid
+from torchvision.utils import draw_bounding_boxes, make_grid
 
 PAD = 2  # pixels around and between cells
 PAD_VALUE = 0.5  # gray
@@ -70,18 +70,20 @@ def draw_boxes(
     >>> out[0, 0].tolist()[0], out[0, 0].tolist()[2]  # red channel: row 0 clear, row 2 sides
     ([0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0, 0.0])
     """
-    rgb = to_rgb(images.detach().float()).clone()
-    n, _, height, width = rgb.shape
-    b = boxes.detach().float().to(rgb.device).round()
+    rgb = to_rgb(images.detach().float().cpu())
+    _, _, height, width = rgb.shape
+    b = boxes.detach().float().cpu().round()
+    # edges → the border pixels torchvision outlines (inclusive), clipped to the image
     x0, y0 = b[:, 0].clamp(0, width - 1), b[:, 1].clamp(0, height - 1)
-    x1, y1 = (b[:, 2] - 1).clamp(0, width - 1), (b[:, 3] - 1).clamp(0, height - 1)
-    xs = torch.arange(width, device=rgb.device, dtype=rgb.dtype).view(1, 1, width)
-    ys = torch.arange(height, device=rgb.device, dtype=rgb.dtype).view(1, height, 1)
-    x0, y0, x1, y1 = (v.view(n, 1, 1) for v in (x0, y0, x1, y1))
-    inside = (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
-    border = inside & ((xs == x0) | (xs == x1) | (ys == y0) | (ys == y1))  # (N, H, W)
-    paint = torch.tensor(colour, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
-    return torch.where(border.unsqueeze(1), paint, rgb)
+    x1 = torch.maximum((b[:, 2] - 1).clamp(0, width - 1), x0)
+    y1 = torch.maximum((b[:, 3] - 1).clamp(0, height - 1), y0)
+    inclusive = torch.stack((x0, y0, x1, y1), dim=1)
+    paint = [tuple(round(255 * c) for c in colour)]
+    drawn = [
+        draw_bounding_boxes(image, box[None], colors=paint, width=1)
+        for image, box in zip(to_bytes(rgb), inclusive, strict=True)
+    ]
+    return torch.stack(drawn).float() / 255
 
 
 def draw_quads(
