@@ -94,14 +94,14 @@ class STNLitModule(L.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         acc = getattr(self, f"{stage}_acc")
         # update(), not forward(): no per-batch value to compute, which costs more than the
-        # update itself on small models (see README, Performance).
+        # update itself on small models (see docs/performance.md).
         acc.update(logits.detach(), y)
         mean_loss = getattr(self, f"{stage}_loss")
         mean_loss.update(loss.detach(), weight=len(y))
         if stage == "train":
             # train/loss_step goes to Lightning only on the steps that show it (a logging
             # step, or every step under a progress bar): log() every step cost 2-3% of a
-            # small model's step on the CPU, all of it Python (README, Performance).
+            # small model's step on the CPU, all of it Python (docs/performance.md).
             # train/loss_epoch and train/acc are logged once per epoch (on_train_epoch_end).
             if self._step_value_shown():
                 self.log("train/loss_step", loss.detach(), on_step=True, prog_bar=True)

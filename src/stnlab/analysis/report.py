@@ -36,7 +36,7 @@ FIGURES = {
     "clutter_kept": "val/pose/clutter_kept",  # the share of the clutter's ink in the window
 }
 """What a cell shows beside its error: ``mean_<name>`` over the runs, from their final
-validation metrics (README, What the transformer does)."""
+validation metrics (docs/what_the_transformer_does.md)."""
 FIELDS = [
     "model",
     "column",
