@@ -235,6 +235,11 @@ class DigitsDataModule(L.LightningDataModule):
             )
         return images, labels
 
+    def clean_test_digits(self) -> Tensor:
+        """The fixed test set's source digits before any distortion, in its order:
+        ``uint8`` ``(N, h, w)`` (``(N, C, h, w)`` for colour sources)."""
+        return self._load("test")[0]
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.val_set is None:
             images, labels = self._load("train")
