@@ -8,12 +8,15 @@ but never answers (the kernel completes the connection, nobody reads or replies)
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -152,3 +155,58 @@ def test_cli_with_wandb_mode_online_stops_with_one_line(
     assert len(errors) == 1 and closed_url in errors[0], proc.stderr[-3000:]
     assert not (run_dir / "checkpoints").exists()  # stopped before training
     assert json.loads((run_dir / "failure.json").read_text())["error"] == "ConfigError"
+
+
+@pytest.mark.parametrize("value", ["", "offlien"])
+def test_wandb_mode_w_and_b_rejects_is_one_line(
+    with_key: None, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", value)
+    with pytest.raises(
+        ConfigError, match=rf"WANDB_MODE='{value}' is not a W&B mode; valid: online"
+    ):
+        wandb_mode()
+
+
+@pytest.fixture
+def web_page_url() -> Iterator[str]:
+    """A local web server that is not W&B: pages for GET/HEAD, an HTML 501 page for POST."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(ROOT / "conf"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.e2e
+def test_cli_with_a_server_that_is_not_wandb_stops_with_one_line(
+    fake_mnist_root: Path, web_page_url: str, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = _train_cli(fake_mnist_root, run_dir, WANDB_BASE_URL=web_page_url)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "<html" not in proc.stderr.lower()
+    errors = [line for line in proc.stderr.splitlines() if "answered with a web page" in line]
+    assert len(errors) == 1 and web_page_url in errors[0], proc.stderr[-3000:]
+    assert "WANDB_MODE=offline" in errors[0]
+    assert not (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.e2e
+def test_cli_with_an_empty_wandb_mode_stops_with_one_line(
+    fake_mnist_root: Path, closed_url: str, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    proc = _train_cli(fake_mnist_root, run_dir, WANDB_BASE_URL=closed_url, WANDB_MODE="")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "WANDB_MODE=''" in line]
+    assert len(errors) == 1 and "unset WANDB_MODE" in errors[0], proc.stderr[-3000:]
+    assert not (run_dir / "checkpoints").exists()  # stopped before training

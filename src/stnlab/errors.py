@@ -8,6 +8,10 @@ a problem as one line (:func:`user_error_message`) and exits with its ``exit_cod
 from __future__ import annotations
 
 import errno
+import html
+import os
+import re
+import tempfile
 
 from hydra.errors import ConfigCompositionException, OverrideParseException
 
@@ -83,5 +87,52 @@ def user_error_message(err: BaseException) -> str | None:
         return " ".join(text.split())  # Hydra's several lines, as one
     if isinstance(err, OSError) and err.errno in _STORAGE_ADVICE:
         where = err.filename or "a file"
-        return f"{where}: {err.strerror}; {_STORAGE_ADVICE[err.errno]}"
+        advice = _STORAGE_ADVICE[err.errno]
+        if _in_temp_dir(where):  # W&B stages media there, outside the run folder
+            advice = f"free some space in {tempfile.gettempdir()} or set TMPDIR to another disk"
+        return f"{where}: {err.strerror}; {advice}"
+    if _is_wandb_error(err):
+        return wandb_error_message(err)
     return None
+
+
+def _in_temp_dir(path: object) -> bool:
+    try:
+        real = os.path.realpath(os.fspath(path))  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    temp = os.path.realpath(tempfile.gettempdir())
+    return real.startswith(temp + os.sep)
+
+
+def _is_wandb_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of W&B's own errors (``wandb.errors.Error``), without
+    importing wandb."""
+    return any(
+        cls.__module__.startswith("wandb.errors") and cls.__name__ == "Error"
+        for cls in type(err).__mro__
+    )
+
+
+def wandb_error_message(err: BaseException) -> str:
+    """One line for an error W&B raised while starting or logging a run.
+
+    A server that answers with a web page (not W&B's API: a proxy's login page, another
+    service at ``WANDB_BASE_URL``) is named as such instead of printing the page.
+    """
+    text = str(err).strip()
+    url = os.environ.get("WANDB_BASE_URL") or "the W&B server"
+    page = text.replace("\\u003c", "<").replace("\\u003e", ">")  # HTML inside JSON
+    if re.search(r"<!doctype html|<html", page, re.IGNORECASE):
+        title = re.search(r"<title>(.*?)</title>", page, re.IGNORECASE | re.DOTALL)
+        name = html.unescape(title.group(1)).strip() if title else "no title"
+        status = re.search(r"error (\d{3})", page)
+        code = f"HTTP {status.group(1)}, " if status else ""
+        what = f"{url} answered with a web page ({code}{name!r}), not W&B's API"
+    else:
+        first = text.splitlines()[0][:300] if text else type(err).__name__
+        what = f"W&B failed: {first}"
+    return (
+        f"{what}; check WANDB_BASE_URL and your W&B login, or log offline with "
+        "WANDB_MODE=offline (upload later with `wandb sync`)"
+    )

@@ -48,6 +48,8 @@ WANDB_DEFAULT_URL = "https://api.wandb.ai"
 PROBE_TIMEOUT_ENV = "STNLAB_WANDB_PROBE_TIMEOUT"
 PROBE_TIMEOUT_S = 5.0
 _SYNC_HINT = "wandb sync {}/wandb/offline-run-*"
+WANDB_MODES = ("online", "offline", "disabled", "dryrun", "shared", "run")
+"""The values W&B accepts for ``WANDB_MODE``."""
 _warned_dirs: set[str] = set()
 
 
@@ -148,15 +150,23 @@ def wandb_server_problem(url: str, timeout_s: float) -> str | None:
 def wandb_mode(save_dir: str = "") -> str | None:
     """The ``mode`` for ``wandb.init``: ``"disabled"``, ``"offline"``, or ``None`` (online).
 
-    ``WANDB_MODE=disabled`` → ``"disabled"`` (no W&B files); ``offline`` / ``dryrun`` →
-    ``"offline"``. Without credentials → ``"offline"``, so a fresh machine works and
-    ``wandb sync`` uploads later. With credentials, or ``WANDB_MODE=online``, the server
-    is asked first (:func:`wandb_server_problem`, ``STNLAB_WANDB_PROBE_TIMEOUT`` seconds):
-    when it does not answer the run logs offline, with one warning per ``save_dir`` that
-    names the ``wandb sync`` command, or, with ``WANDB_MODE=online``, stops with a
-    :class:`ConfigError`. ``None`` leaves the mode to W&B (online unless ``wandb offline``).
+    ``WANDB_MODE`` set to anything W&B rejects (an empty value too) is a
+    :class:`ConfigError`. ``WANDB_MODE=disabled`` → ``"disabled"`` (no W&B files);
+    ``offline`` / ``dryrun`` → ``"offline"``. Without credentials → ``"offline"``, so a
+    fresh machine works and ``wandb sync`` uploads later. With credentials, or
+    ``WANDB_MODE=online``, the server is asked first (:func:`wandb_server_problem`,
+    ``STNLAB_WANDB_PROBE_TIMEOUT`` seconds): when it does not answer the run logs offline,
+    with one warning per ``save_dir`` that names the ``wandb sync`` command, or, with
+    ``WANDB_MODE=online``, stops with a :class:`ConfigError`. ``None`` leaves the mode to
+    W&B (online unless ``wandb offline``).
     """
-    mode = os.environ.get("WANDB_MODE", "").lower()
+    raw = os.environ.get("WANDB_MODE")
+    mode = (raw or "").lower()
+    if raw is not None and mode not in WANDB_MODES:
+        raise ConfigError(
+            f"WANDB_MODE={raw!r} is not a W&B mode; valid: online, offline, disabled "
+            "(or unset it: `unset WANDB_MODE`)"
+        )
     if mode == "disabled":
         return "disabled"
     if mode in ("offline", "dryrun"):
