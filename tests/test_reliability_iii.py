@@ -472,3 +472,30 @@ def test_a_full_disk_in_the_temp_folder_names_the_temp_folder_not_the_run_folder
     assert "TMPDIR" in message and "hydra.run.dir" not in message
     in_run = user_error_message(OSError(errno.ENOSPC, "No space left", "outputs/run/x.ckpt"))
     assert in_run is not None and "hydra.run.dir" in in_run
+
+
+def test_a_fixed_set_that_cannot_fit_in_memory_is_refused_before_it_is_rendered(
+    make_cfg: Callable[..., DictConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stnlab.data.datamodule as datamodule
+
+    class Free:
+        available = 2**30  # 1 GiB free
+
+    monkeypatch.setattr(datamodule.psutil, "virtual_memory", lambda: Free())
+    datamodule.check_fixed_set_fits(5000, 1, 60, "validation")  # about 0.1 GiB: fits
+    # 5000 canvases of 240×240 float32 (1.1 GiB) and the grid and copies of a 2048-chunk
+    with pytest.raises(ConfigError, match=r"needs 2\.8 GiB .* but 1\.0 GiB is available"):
+        datamodule.check_fixed_set_fits(5000, 1, 240, "validation")
+
+    Free.available = 2**20  # 1 MiB: not even 100 canvases of 60×60 fit
+    cfg = make_cfg("data=translated", "data.val_size=100")
+    rendered: list[int] = []
+    monkeypatch.setattr(datamodule.DigitsDataModule, "fixed_params", lambda *a: rendered.append(1))
+    with pytest.raises(ConfigError) as info:
+        train(cfg)
+    message = str(info.value)
+    assert message.startswith("the fixed validation set needs 6.9 MiB of memory (100 canvases")
+    assert "1×60×60 float32) but 1.0 MiB is available; lower data.canvas_size=60" in message
+    assert not rendered  # refused before drawing a single parameter
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()

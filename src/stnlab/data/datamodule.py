@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
+import psutil
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
@@ -31,6 +32,30 @@ from stnlab.image_grid import to_bytes
 from stnlab.progress import progress_bar
 
 log = logging.getLogger(__name__)
+
+RENDER_CHUNK = 2048
+"""Images of a fixed set rendered at once."""
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:,.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:,.1f} MiB"
+
+
+def check_fixed_set_fits(n: int, channels: int, side: int, what: str) -> None:
+    """Refuse in one line a fixed set that cannot fit in memory, before rendering it.
+
+    The set keeps ``n`` float32 canvases ``(channels, side, side)``; rendering a chunk of
+    :data:`RENDER_CHUNK` also needs its sampling grid and a warped copy. Up to 90% of the
+    memory available now (``psutil.virtual_memory().available``) may be used.
+    """
+    need = 4 * side * side * (n * channels + min(n, RENDER_CHUNK) * (2 + 2 * channels))
+    available = psutil.virtual_memory().available
+    if need > 0.9 * available:
+        raise ConfigError(
+            f"the fixed {what} set needs {_size(need)} of memory ({n} canvases of "
+            f"{channels}×{side}×{side} float32) but {_size(available)} is available; "
+            f"lower data.canvas_size={side} (or data.val_size), or free memory"
+        )
 
 
 class TensorBatches(Dataset):
@@ -277,14 +302,15 @@ class DigitsDataModule(L.LightningDataModule):
         from ``gen``, and their pose record (``None`` for a distortion that keeps none).
         ``pool`` ``uint8`` is the set clutter sources index. A bar (rank 0, on a terminal)
         counts the rendered images of ``split``."""
+        check_fixed_set_fits(len(digits), self.channels, self.canvas_size, split)
         params = self.fixed_params(len(digits), len(pool), gen)
         pool = to_float(pool)
         chunks, poses = [], []
         description = f"rendering the {self.variant or self.source} {split} set"
         with progress_bar(description, len(digits), enabled=self._rank_info()[0] == 0) as bar:
-            for start in range(0, len(digits), 2048):
-                part = {k: v[start : start + 2048] for k, v in params.items()}
-                chunk = to_float(digits[start : start + 2048])
+            for start in range(0, len(digits), RENDER_CHUNK):
+                part = {k: v[start : start + RENDER_CHUNK] for k, v in params.items()}
+                chunk = to_float(digits[start : start + RENDER_CHUNK])
                 layers = getattr(self.distortion, "render_layers", None)
                 digit, clutter = layers(chunk, part, pool=pool) if layers else (None, None)
                 if clutter is None:
