@@ -124,6 +124,29 @@ def test_optuna_search_resumes_from_sqlite_and_survives_failed_trials(
     assert [t["status"] for t in _summary(tmp_path / "b")] == ["failed", "failed"]
 
 
+def test_an_optuna_search_whose_every_trial_fails_ends_with_a_summary_and_one_line(
+    fake_mnist_root: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    proc = run_train(
+        fake_mnist_root,
+        "hparams_search=loc_net_optuna",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path / 'study.db'}",
+        "hydra.sweeper.n_trials=2",
+        *TINY,
+        "logger=csv",
+        "data.val_size=100000",  # larger than the data: every trial fails at set-up
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Record does not exist" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "trials failed" in line]
+    assert errors == [f"Error: 2 of 2 trials failed; see {tmp_path / 'sweep' / 'summary.md'}"]
+    table = _summary(tmp_path / "sweep")
+    assert [t["status"] for t in table] == ["failed", "failed"]
+    assert all("data.val_size=100000" in t["error"] for t in table)
+
+
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
 def test_parallel_launchers_run_a_two_job_sweep(
     fake_mnist_root: Path, tmp_path: Path, launcher: str

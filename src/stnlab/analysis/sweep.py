@@ -145,40 +145,44 @@ def sweep_failed(rows: list[dict[str, Any]], search: bool) -> bool:
     return bool(failed) and (not search or len(failed) == len(rows))
 
 
+def report_sweep(config: Any) -> None:
+    """Write the summary of the multirun of ``config`` (its Hydra config), log each job
+    that did not finish, and exit with status 1 when the sweep failed (:func:`sweep_failed`)."""
+    metric = config.get("optimized_metric") or "val/acc_best"
+    try:
+        _, md_path, rows = summarize_sweep(config.hydra.sweep.dir, metric)
+    except FileNotFoundError as err:
+        log.warning("no sweep summary: %s", err)
+        return
+    failed = [r for r in rows if r["status"] != "ok"]
+    log.info("sweep summary: %s", md_path)
+    for row in failed:
+        log.error(
+            "job %s (%s) %s %s",
+            row["job"],
+            " ".join(f"{k}={v}" for k, v in row["overrides"].items()),
+            row["status"],
+            row["error"],
+        )
+    sweeper = str(config.hydra.get("sweeper", {}).get("_target_", ""))
+    search = not sweeper.endswith("BasicSweeper")
+    if sweep_failed(rows, search):
+        what = "trials" if search else "jobs"
+        # on stderr like every user-facing error (Hydra's own log goes to stdout)
+        print(f"Error: {len(failed)} of {len(rows)} {what} failed; see {md_path}", file=sys.stderr)
+        sys.exit(1)
+
+
 class SweepSummary(HydraCallback):
     """Hydra callback: when a multirun ends, write its summary and report failures.
 
     Runs after every job, so all jobs run and the summary is written first; then a grid
     with a failed job, or a search in which every trial failed, exits with status 1
-    (see :func:`sweep_failed`), so that a script or CI can tell.
+    (:func:`report_sweep`), so that a script or CI can tell.
     """
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        metric = config.get("optimized_metric") or "val/acc_best"
-        try:
-            _, md_path, rows = summarize_sweep(config.hydra.sweep.dir, metric)
-        except FileNotFoundError as err:
-            log.warning("no sweep summary: %s", err)
-            return
-        failed = [r for r in rows if r["status"] != "ok"]
-        log.info("sweep summary: %s", md_path)
-        for row in failed:
-            log.error(
-                "job %s (%s) %s %s",
-                row["job"],
-                " ".join(f"{k}={v}" for k, v in row["overrides"].items()),
-                row["status"],
-                row["error"],
-            )
-        sweeper = str(config.hydra.get("sweeper", {}).get("_target_", ""))
-        search = not sweeper.endswith("BasicSweeper")
-        if sweep_failed(rows, search):
-            what = "trials" if search else "jobs"
-            # on stderr like every user-facing error (Hydra's own log goes to stdout)
-            print(
-                f"Error: {len(failed)} of {len(rows)} {what} failed; see {md_path}", file=sys.stderr
-            )
-            sys.exit(1)
+        report_sweep(config)
 
 
 def main(argv: list[str] | None = None) -> None:
