@@ -9,11 +9,15 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from cli_helper import run_train
+from cli_helper import ROOT, cli_env, run_train, with_tiny_run_base
 
 pytestmark = pytest.mark.e2e  # every test here launches src/train.py (run with -m e2e)
 
@@ -224,3 +228,52 @@ def test_ddp_cpu_inside_a_multirun_runs_each_job_once_in_its_dir(
         _check_ddp_run(sweep / job)
     assert [t["status"] for t in _summary(sweep)] == ["ok", "ok"]
     assert _files_outside(tmp_path, sweep) == []
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "basic"])
+def test_sigterm_stops_a_sweep_s_workers_and_writes_which_jobs_were_cut_off(
+    fake_mnist_root: Path, tmp_path: Path, launcher: str
+) -> None:
+    psutil = pytest.importorskip("psutil")
+    if launcher == "joblib":
+        pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    overrides = with_tiny_run_base(
+        [
+            "-m",
+            f"hydra/launcher={launcher}",
+            "model=cnn",
+            "model.optimizer.lr=0.01,0.02",
+            *TINY,
+            "trainer.max_epochs=100000",  # runs until stopped
+            "logger=csv",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), *overrides]
+    busy = 2 if launcher == "joblib" else 1  # jobs training at once
+    with subprocess.Popen(
+        cmd, env=cli_env(fake_mnist_root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        deadline = time.monotonic() + 300
+        while len(list(sweep.glob("*/checkpoints/last.ckpt"))) < busy:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the jobs never wrote a checkpoint"
+            time.sleep(0.5)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 143, stderr[-3000:]
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [p.cmdline() for p in alive]  # no worker trains on
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if "terminated by SIGTERM; jobs cut off" in line]
+    cut = sorted(p.parent.parent.name for p in sweep.glob("*/checkpoints/last.ckpt"))[:busy]
+    assert lines == [
+        f"Error: the sweep was terminated by SIGTERM; jobs cut off: {', '.join(cut)}; see "
+        f"{sweep / 'summary.md'} (each cut-off job says how to resume it)"
+    ], stderr[-3000:]
+    rows = {row["job"]: row for row in _summary(sweep)}
+    for job in cut:
+        assert rows[job]["status"] == "terminated"
+        assert "Resume with: python src/train.py" in rows[job]["error"]

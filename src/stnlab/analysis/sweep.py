@@ -11,13 +11,18 @@ job, or a search in which every trial failed, then exits with status 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import math
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
+import psutil
 from hydra.experimental.callback import Callback as HydraCallback
 
 from stnlab.checkpoints import read_json_data, read_yaml_data
@@ -45,8 +50,8 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     """``{"job", "overrides": {key: value}, "status", "error", metrics…}`` of one job dir.
 
     ``status``: ``ok`` (``metrics.json``), ``failed`` (``failure.json``; the newer of the
-    two when a rerun left both), ``unfinished``, or ``unreadable`` (a damaged file,
-    named in ``error``)."""
+    two when a rerun left both), ``terminated`` (cut off by SIGTERM; ``error`` says how to
+    resume), ``unfinished``, or ``unreadable`` (a damaged file, named in ``error``)."""
     row: dict[str, Any] = {"job": job_dir.name, "overrides": {}, "error": ""}
     try:
         raw = read_yaml_data(job_dir / ".hydra" / "overrides.yaml") or []
@@ -65,7 +70,8 @@ def read_job(job_dir: Path) -> dict[str, Any]:
         row["status"] = "ok"
         row.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
     elif isinstance(failure, dict):
-        row["status"] = "failed"
+        cut_off = failure.get("error") == "TerminatedError"
+        row["status"] = "terminated" if cut_off else "failed"
         row["error"] = f"{failure.get('error')}: {failure.get('message', '')}".splitlines()[0]
     else:
         row["status"] = "unfinished"  # still running, or killed
@@ -145,14 +151,20 @@ def sweep_failed(rows: list[dict[str, Any]], search: bool) -> bool:
     return bool(failed) and (not search or len(failed) == len(rows))
 
 
-def report_sweep(config: Any) -> None:
+def report_sweep(config: Any, terminated: bool = False) -> None:
     """Write the summary of the multirun of ``config`` (its Hydra config), log each job
-    that did not finish, and exit with status 1 when the sweep failed (:func:`sweep_failed`)."""
+    that did not finish, and exit with status 1 when the sweep failed (:func:`sweep_failed`).
+
+    ``terminated``: the sweep was stopped by SIGTERM; the summary names the jobs cut off
+    and the process exits with status 143.
+    """
     metric = config.get("optimized_metric") or "val/acc_best"
     try:
         _, md_path, rows = summarize_sweep(config.hydra.sweep.dir, metric)
     except FileNotFoundError as err:
         log.warning("no sweep summary: %s", err)
+        if terminated:
+            sys.exit(143)
         return
     failed = [r for r in rows if r["status"] != "ok"]
     log.info("sweep summary: %s", md_path)
@@ -164,13 +176,53 @@ def report_sweep(config: Any) -> None:
             row["status"],
             row["error"],
         )
+    # on stderr like every user-facing error (Hydra's own log goes to stdout)
+    if terminated:
+        cut = [r["job"] for r in rows if r["status"] in ("terminated", "unfinished")]
+        print(
+            f"Error: the sweep was terminated by SIGTERM; jobs cut off: {', '.join(cut) or 'none'}"
+            f"; see {md_path} (each cut-off job says how to resume it)",
+            file=sys.stderr,
+        )
+        sys.exit(143)
     sweeper = str(config.hydra.get("sweeper", {}).get("_target_", ""))
     search = not sweeper.endswith("BasicSweeper")
     if sweep_failed(rows, search):
         what = "trials" if search else "jobs"
-        # on stderr like every user-facing error (Hydra's own log goes to stdout)
         print(f"Error: {len(failed)} of {len(rows)} {what} failed; see {md_path}", file=sys.stderr)
         sys.exit(1)
+
+
+def _is_helper(proc: psutil.Process) -> bool:
+    """A process the launcher keeps beside its workers (loky's resource tracker): it ends
+    with this process and must not be signalled, or it reports leaks it no longer tracks."""
+    with contextlib.suppress(psutil.Error):
+        return any("resource_tracker" in part for part in proc.cmdline())
+    return False
+
+
+def stop_workers(wait_s: float = 120.0) -> list[int]:
+    """Pass SIGTERM on to this process's worker processes (a parallel launcher's), wait up
+    to ``wait_s`` for them to save and exit, then kill what is left of them and their own
+    children. Returns the PIDs signalled."""
+    me = psutil.Process()
+    workers = [child for child in me.children() if not _is_helper(child)]
+    below = [p for worker in workers for p in _children(worker)]
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(workers, timeout=wait_s)
+    for proc in alive + below:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if proc.is_running():
+                proc.kill()
+    return [worker.pid for worker in workers]
+
+
+def _children(proc: psutil.Process) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return proc.children(recursive=True)
+    return []
 
 
 class SweepSummary(HydraCallback):
@@ -179,9 +231,26 @@ class SweepSummary(HydraCallback):
     Runs after every job, so all jobs run and the summary is written first; then a grid
     with a failed job, or a search in which every trial failed, exits with status 1
     (:func:`report_sweep`), so that a script or CI can tell.
+
+    SIGTERM to the sweep's process stops its workers (:func:`stop_workers`: each saves a
+    checkpoint and records how to resume), writes the summary with the jobs cut off and
+    exits with status 143. A job running in this process (the basic launcher) handles the
+    signal itself, and :func:`stnlab.tasks.runner.run` then ends the sweep the same way.
     """
 
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM: still stopping
+            stop_workers()
+            report_sweep(config, terminated=True)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         report_sweep(config)
 
 

@@ -33,7 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from stnlab.checkpoints import checkpoint_dir, own_last_checkpoint
 from stnlab.errors import ConfigError, RefusedError, TerminatedError, user_error_message
@@ -147,7 +147,27 @@ def run(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             raise
         log.error("%s", message)
         log.debug("where it happened", exc_info=True)  # hydra.verbose=true shows it
+        if multirun and isinstance(err, TerminatedError) and _in_process_launcher():
+            _end_terminated_sweep(cfg)  # exits with 143
         sys.exit(code)
+
+
+def _in_process_launcher() -> bool:
+    """Whether this multirun's jobs run in the sweep's own process (the basic launcher):
+    then the job, not the sweep's process, receives SIGTERM."""
+    return str(HydraConfig.get().launcher.get("_target_", "")).endswith("BasicLauncher")
+
+
+def _end_terminated_sweep(cfg: DictConfig) -> None:
+    from stnlab.analysis.sweep import report_sweep
+
+    sweep = OmegaConf.create(
+        {
+            "optimized_metric": cfg.get("optimized_metric"),
+            "hydra": {"sweep": {"dir": str(HydraConfig.get().sweep.dir)}},
+        }
+    )
+    report_sweep(sweep, terminated=True)
 
 
 def finite_metric(metrics: dict[str, Any], name: str | None) -> float | None:
