@@ -499,3 +499,34 @@ def test_a_fixed_set_that_cannot_fit_in_memory_is_refused_before_it_is_rendered(
     assert "1×60×60 float32) but 1.0 MiB is available; lower data.canvas_size=60" in message
     assert not rendered  # refused before drawing a single parameter
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_predict_refuses_its_own_run_folder_as_input_and_touches_nothing(
+    fake_mnist: Path, tiny_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from stnlab.config import compose_config
+    from stnlab.tasks.predict import predict
+
+    run = tmp_path / "predict_run"
+    run.mkdir()
+    Image.new("L", (28, 28), 255).save(run / "seven.png")
+    before = checksums(run)
+    overrides = [f"ckpt_path={tiny_run[0]}", f"input={run}"]
+    cfg = compose_config("predict", overrides, output_dir=run, data_dir=fake_mnist)
+    with pytest.raises(
+        RefusedError, match=r"^hydra\.run\.dir=.* is the command.s own input input="
+    ):
+        predict(cfg)
+    assert checksums(run) == before  # no predictions.csv, no pictures among the inputs
+
+
+def test_a_lock_file_naming_a_live_unrelated_process_does_not_hold_the_folder(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / LOCK_NAME).write_text('{"pid": 1}')  # PID 1 is alive, and is not a run
+    lock = RunFolderLock(tmp_path)
+    lock.acquire()  # the kernel lock, not the PID in the file, decides
+    assert lock.held
+    lock.release()

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stnlab.errors import ConfigError
+from stnlab.errors import ConfigError, StnlabError
 
 
 def show_value(value: Any) -> str:
@@ -118,13 +118,20 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_not_input(
-    output: str | os.PathLike, inputs: dict[str, str | os.PathLike], key: str
+    output: str | os.PathLike,
+    inputs: dict[str, str | os.PathLike],
+    key: str,
+    error: type[StnlabError] = ConfigError,
 ) -> None:
     """Refuse an ``output`` that is one of the command's ``inputs`` (``{key: path}``),
-    through symlinks and hard links: writing it would destroy what the command reads."""
+    through symlinks and hard links: writing it would destroy what the command reads.
+
+    ``error``: :class:`~stnlab.errors.RefusedError` where ``output`` is the run folder
+    itself, so that not even ``failure.json`` lands among the inputs.
+    """
     for name, path in inputs.items():
         if same_file(output, path):
-            raise ConfigError(
+            raise error(
                 f"{key}={output} is the command's own input {name}={path}; writing it would "
                 f"destroy it: give {key}= another file"
             )

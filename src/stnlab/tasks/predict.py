@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stnlab.checks import check_not_input
-from stnlab.errors import ConfigError
+from stnlab.errors import ConfigError, RefusedError
 from stnlab.prediction import MIN_INK_SPAN, NO_INK, UNREADABLE, predict_files
 from stnlab.tasks.runner import resolve_device, task
 
@@ -30,7 +30,8 @@ def predict(cfg: DictConfig) -> list[dict[str, Any]]:
             raise ConfigError(f"{key} is required: python src/predict.py ckpt_path=… input=…")
     device = resolve_device(str(cfg.get("device", "auto")))
     out = Path(cfg.paths.output_dir)
-    check_not_input(out, {"input": cfg.input}, "hydra.run.dir")  # pictures would mix in
+    # pictures would mix in with the inputs; refused before anything is written there
+    check_not_input(out, {"input": cfg.input}, "hydra.run.dir", RefusedError)
     rows = predict_files(
         cfg.ckpt_path,
         cfg.input,
