@@ -461,17 +461,21 @@ def test_a_zero_accumulation_and_a_folder_in_place_of_a_data_file_cost_one_line(
     assert str(info.value).startswith(f"{folder} is a folder (or not a regular file) where")
 
 
-def test_a_full_disk_in_the_temp_folder_names_the_temp_folder_not_the_run_folder() -> None:
+def test_a_full_disk_in_the_temp_folder_names_the_temp_folder_not_the_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import tempfile
 
     from stnlab.errors import user_error_message
 
+    monkeypatch.chdir(tmp_path)  # the project, itself below the temporary folder
     staged = os.path.join(tempfile.gettempdir(), "wandb-media", "grid_0.png")
     message = user_error_message(OSError(errno.ENOSPC, "No space left on device", staged))
     assert message is not None and message.startswith(f"{staged}: No space left on device")
     assert "TMPDIR" in message and "hydra.run.dir" not in message
+    # a run's own file, in a project cloned under the temporary folder: the run's advice
     in_run = user_error_message(OSError(errno.ENOSPC, "No space left", "outputs/run/x.ckpt"))
-    assert in_run is not None and "hydra.run.dir" in in_run
+    assert in_run is not None and "hydra.run.dir" in in_run and "TMPDIR" not in in_run
 
 
 def test_a_fixed_set_that_cannot_fit_in_memory_is_refused_before_it_is_rendered(

@@ -97,12 +97,16 @@ def user_error_message(err: BaseException) -> str | None:
 
 
 def _in_temp_dir(path: object) -> bool:
+    """Whether ``path`` lies in the temporary folder and outside the current folder (a
+    project cloned under /tmp writes its runs there, and those are not staged files)."""
     try:
         real = os.path.realpath(os.fspath(path))  # type: ignore[arg-type]
     except TypeError:
         return False
     temp = os.path.realpath(tempfile.gettempdir())
-    return real.startswith(temp + os.sep)
+    here = os.path.realpath(os.getcwd())
+    in_project = here != temp and real.startswith(here + os.sep)
+    return real.startswith(temp + os.sep) and not in_project
 
 
 def _is_wandb_error(err: BaseException) -> bool:
