@@ -143,20 +143,6 @@ def test_cli_falls_back_to_offline_and_trains(
     assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
 
 
-@pytest.mark.e2e
-def test_cli_with_wandb_mode_online_stops_with_one_line(
-    fake_mnist_root: Path, closed_url: str, tmp_path: Path
-) -> None:
-    run_dir = tmp_path / "run"
-    proc = _train_cli(fake_mnist_root, run_dir, WANDB_BASE_URL=closed_url, WANDB_MODE="online")
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "WANDB_MODE=online" in line]
-    assert len(errors) == 1 and closed_url in errors[0], proc.stderr[-3000:]
-    assert not (run_dir / "checkpoints").exists()  # stopped before training
-    assert json.loads((run_dir / "failure.json").read_text())["error"] == "ConfigError"
-
-
 @pytest.mark.parametrize("value", ["", "offlien"])
 def test_wandb_mode_w_and_b_rejects_is_one_line(
     with_key: None, monkeypatch: pytest.MonkeyPatch, value: str
@@ -200,13 +186,19 @@ def test_cli_with_a_server_that_is_not_wandb_stops_with_one_line(
 
 
 @pytest.mark.e2e
-def test_cli_with_an_empty_wandb_mode_stops_with_one_line(
-    fake_mnist_root: Path, closed_url: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [("online", "WANDB_MODE=online but the W&B server"), ("", "WANDB_MODE='' is not a W&B mode")],
+)
+def test_cli_with_an_unusable_wandb_mode_stops_with_one_line_before_training(
+    fake_mnist_root: Path, closed_url: str, tmp_path: Path, mode: str, says: str
 ) -> None:
     run_dir = tmp_path / "run"
-    proc = _train_cli(fake_mnist_root, run_dir, WANDB_BASE_URL=closed_url, WANDB_MODE="")
+    proc = _train_cli(fake_mnist_root, run_dir, WANDB_BASE_URL=closed_url, WANDB_MODE=mode)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if "WANDB_MODE=''" in line]
-    assert len(errors) == 1 and "unset WANDB_MODE" in errors[0], proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if says in line]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert (closed_url if mode else "unset WANDB_MODE") in errors[0]
     assert not (run_dir / "checkpoints").exists()  # stopped before training
+    assert json.loads((run_dir / "failure.json").read_text())["error"] == "ConfigError"
