@@ -89,6 +89,9 @@ def test_data_one_class_with_the_boxes_of_its_ink(make_cfg) -> None:
             # the synthetic label is a bright bar at rows 4 + 2·label, 5 + 2·label
             bar = (image > 0.5).nonzero()[:, 0].float().mean().item() - y0
             assert round((bar - 4.5) / 2) == 3
+    clean = data.clean_test_digits()  # the source digits of the test set, in its order
+    assert clean.shape == (10, 28, 28)
+    assert (clean[:, 10:12, 6:22] == 255).all()  # every one a 3: its bar at rows 10–11
 
 
 def test_clutter_only_adds_ink_and_keeps_the_boxes(make_cfg) -> None:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from stnlab.data.distortions import PoseRecord
 from stnlab.geometry import ProjectiveTransform, box_corners, pixel_matrix, warp
-from stnlab.geometry.pose import circular_std, similarity_fit
+from stnlab.geometry.pose import circular_std, shift_spread, similarity_fit
 
 STATISTICS = (
     "ink_lost_mean",
@@ -126,7 +126,7 @@ def distortion_statistics(digits: Tensor, canvases: Tensor, pose: PoseRecord) ->
     stats["scale_min"] = float(scale.quantile(0.01))
     stats["scale_max"] = float(scale.quantile(0.99))
     stats["angle_std"] = float(circular_std(angle))
-    stats["shift_std"] = float((shift - shift.mean(dim=0)).square().sum(-1).mean().sqrt())
+    stats["shift_std"] = float(shift_spread(shift))
     if pose.clutter_ink is not None and pose.digit_ink is not None:
         clutter = pose.clutter_ink.float() / 255
         digit = pose.digit_ink.float() / 255

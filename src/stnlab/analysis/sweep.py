@@ -151,16 +151,18 @@ def sweep_failed(rows: list[dict[str, Any]], search: bool) -> bool:
     return bool(failed) and (not search or len(failed) == len(rows))
 
 
-def report_sweep(config: Any, terminated: bool = False) -> None:
-    """Write the summary of the multirun of ``config`` (its Hydra config), log each job
-    that did not finish, and exit with status 1 when the sweep failed (:func:`sweep_failed`).
+def report_sweep(
+    sweep_dir: str | Path, metric: str, *, search: bool = False, terminated: bool = False
+) -> None:
+    """Write the summary of the multirun in ``sweep_dir`` sorted by ``metric``, log each
+    job that did not finish, and exit with status 1 when the sweep failed
+    (:func:`sweep_failed`; ``search``: its jobs are a search's trials).
 
     ``terminated``: the sweep was stopped by SIGTERM; the summary names the jobs cut off
     and the process exits with status 143.
     """
-    metric = config.get("optimized_metric") or "val/acc_best"
     try:
-        _, md_path, rows = summarize_sweep(config.hydra.sweep.dir, metric)
+        _, md_path, rows = summarize_sweep(sweep_dir, metric)
     except FileNotFoundError as err:
         log.warning("no sweep summary: %s", err)
         if terminated:
@@ -185,12 +187,21 @@ def report_sweep(config: Any, terminated: bool = False) -> None:
             file=sys.stderr,
         )
         sys.exit(143)
-    sweeper = str(config.hydra.get("sweeper", {}).get("_target_", ""))
-    search = not sweeper.endswith("BasicSweeper")
     if sweep_failed(rows, search):
         what = "trials" if search else "jobs"
         print(f"Error: {len(failed)} of {len(rows)} {what} failed; see {md_path}", file=sys.stderr)
         sys.exit(1)
+
+
+def report_multirun(config: Any, terminated: bool = False) -> None:
+    """:func:`report_sweep` for the multirun of ``config`` (its Hydra config)."""
+    sweeper = str(config.hydra.get("sweeper", {}).get("_target_", ""))
+    report_sweep(
+        config.hydra.sweep.dir,
+        config.get("optimized_metric") or "val/acc_best",
+        search=not sweeper.endswith("BasicSweeper"),
+        terminated=terminated,
+    )
 
 
 def _is_helper(proc: psutil.Process) -> bool:
@@ -230,7 +241,7 @@ class SweepSummary(HydraCallback):
 
     Runs after every job, so all jobs run and the summary is written first; then a grid
     with a failed job, or a search in which every trial failed, exits with status 1
-    (:func:`report_sweep`), so that a script or CI can tell.
+    (:func:`report_multirun`), so that a script or CI can tell.
 
     SIGTERM to the sweep's process stops its workers (:func:`stop_workers`: each saves a
     checkpoint and records how to resume), writes the summary with the jobs cut off and
@@ -245,13 +256,13 @@ class SweepSummary(HydraCallback):
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM: still stopping
             stop_workers()
-            report_sweep(config, terminated=True)
+            report_multirun(config, terminated=True)
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        report_sweep(config)
+        report_multirun(config)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -104,11 +104,16 @@ class ColocalisationDataModule(DigitsDataModule):
                 pool[val_idx], labels[val_idx], self.eval_seed, "validation"
             )
         if stage in (None, "test", "predict") and self.test_set is None:
-            images, labels = self._load("test")
-            test_idx = self._of_class(labels, "test", 1)[: self.test_size]
+            images, labels = self._test_digits()
             self.test_set, self.test_pose = self._render_fixed(
-                images[test_idx], labels[test_idx], self.eval_seed + 1, "test"
+                images, labels, self.eval_seed + 1, "test"
             )
+
+    def _test_digits(self) -> tuple[Tensor, Tensor]:
+        """The first ``test_size`` test digits of the chosen class, and their labels."""
+        images, labels = self._load("test")
+        test_idx = self._of_class(labels, "test", 1)[: self.test_size]
+        return images[test_idx], labels[test_idx]
 
     def _render_fixed(
         self, images: Tensor, labels: Tensor, seed: int, split: str

@@ -260,10 +260,14 @@ class DigitsDataModule(L.LightningDataModule):
             )
         return images, labels
 
+    def _test_digits(self) -> tuple[Tensor, Tensor]:
+        """The source digits of the fixed test set and their labels, in its order."""
+        return self._load("test")
+
     def clean_test_digits(self) -> Tensor:
         """The fixed test set's source digits before any distortion, in its order:
         ``uint8`` ``(N, h, w)`` (``(N, C, h, w)`` for colour sources)."""
-        return self._load("test")[0]
+        return self._test_digits()[0]
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.val_set is None:
@@ -281,7 +285,7 @@ class DigitsDataModule(L.LightningDataModule):
                 val_images, val_labels, self.eval_seed, "validation"
             )
         if stage in (None, "test", "predict") and self.test_set is None:
-            images, labels = self._load("test")
+            images, labels = self._test_digits()
             self.test_set, self.test_pose = self._render_fixed(
                 images, labels, self.eval_seed + 1, "test"
             )

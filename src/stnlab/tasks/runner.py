@@ -33,7 +33,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from stnlab.checkpoints import checkpoint_dir, own_last_checkpoint
 from stnlab.errors import ConfigError, RefusedError, TerminatedError, user_error_message
@@ -161,13 +161,8 @@ def _in_process_launcher() -> bool:
 def _end_terminated_sweep(cfg: DictConfig) -> None:
     from stnlab.analysis.sweep import report_sweep
 
-    sweep = OmegaConf.create(
-        {
-            "optimized_metric": cfg.get("optimized_metric"),
-            "hydra": {"sweep": {"dir": str(HydraConfig.get().sweep.dir)}},
-        }
-    )
-    report_sweep(sweep, terminated=True)
+    metric = cfg.get("optimized_metric") or "val/acc_best"
+    report_sweep(str(HydraConfig.get().sweep.dir), metric, terminated=True)
 
 
 def finite_metric(metrics: dict[str, Any], name: str | None) -> float | None:
