@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from stnlab.data.distortions import PoseRecord
 from stnlab.geometry import (
+    PoseRecord,
     ProjectiveTransform,
     TPSTransform,
     TransformFamily,

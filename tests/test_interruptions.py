@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pytest
 
 from cli_helper import ROOT, cli_env, run_train, with_tiny_run_base
 from stnlab.checkpoints import read_checkpoint
+from stnlab.data.sources import fetch_lock
 from stnlab.run_folder import LOCK_NAME, RunFolderLock
 from stnlab.temp_files import remove_stale_temp_files
 
@@ -175,20 +176,43 @@ def test_interrupted_final_test_and_finished_rerun_report_the_same_metrics(
     assert _metrics(run) == _metrics(straight)
 
 
-def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path: Path) -> None:
-    dead, live = _dead_pid(), os.getpid()
+def test_temporary_files_are_removed_other_files_kept(tmp_path: Path) -> None:
+    """Under a folder's lock every temporary file there is a killed writer's."""
     (tmp_path / "checkpoints").mkdir()
     stale = [
-        tmp_path / "checkpoints" / f".last.ckpt.tmp-{dead}",
-        tmp_path / "MNIST" / "raw" / f".train-images-idx3-ubyte.part-{dead}",
+        tmp_path / "checkpoints" / ".last.ckpt.tmp-123",
+        tmp_path / "MNIST" / "raw" / ".train-images-idx3-ubyte.part-456",
+        tmp_path / ".metrics.tmp-7.json",
     ]
     stale[1].parent.mkdir(parents=True)
-    kept = tmp_path / "checkpoints" / f".best.ckpt.tmp-{live}"
-    for path in [*stale, kept]:
+    kept = [tmp_path / "checkpoints" / "best.ckpt", tmp_path / "checkpoints" / ".tmp-notes"]
+    for path in [*stale, *kept]:
         path.write_bytes(b"half")
     removed = remove_stale_temp_files(tmp_path)
     assert sorted(removed) == sorted(stale)
-    assert not any(p.exists() for p in stale) and kept.exists()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_one_fetch_at_a_time_into_a_data_folder(tmp_path: Path) -> None:
+    """A second fetcher waits for the folder's fetch lock; the holder has swept what a
+    killed fetch left."""
+    left = tmp_path / ".train-images-idx3-ubyte.part-99"
+    left.write_bytes(b"half")
+    entered: list[str] = []
+
+    def second() -> None:
+        with fetch_lock(tmp_path):
+            entered.append("second")
+
+    with fetch_lock(tmp_path):
+        assert not left.exists()
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive() and entered == []  # blocked while the first holds it
+        entered.append("first done")
+    waiter.join(timeout=60)
+    assert entered == ["first done", "second"]
 
 
 @pytest.mark.e2e

@@ -12,24 +12,24 @@ A checkpoint is a file people share, so reading one never runs code:
 * the run config stored inside (``stnlab_config``) is checked as a whole before anything
   is built: every ``_target_`` at any depth must be in :data:`ALLOWED_TARGETS`, and no
   string may hold an interpolation (``${…}``); stored configs are resolved when saved;
-* objects are rebuilt by :func:`build_from_data`, which calls only allow-listed classes
-  and never resolves anything (no Hydra ``instantiate``, no OmegaConf resolvers).
+* objects are rebuilt by :func:`build_from_data`: Hydra's ``instantiate``, called only once
+  the whole tree has passed that check.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
@@ -86,7 +86,6 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
     }
 )
 _PLAIN = (type(None), bool, int, float, str, list, tuple, torch.Tensor)
-_BUILD_KEYS = {"_target_", "_partial_", "_args_", "_recursive_", "_convert_"}
 _INTERPOLATION = re.compile(r"\$\{")
 _WANDB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -144,35 +143,16 @@ def check_stored_config(
             )
 
 
-def _locate(target: str) -> Any:
-    module_name, _, name = target.rpartition(".")
-    return getattr(importlib.import_module(module_name), name)
-
-
 def build_from_data(node: Any, where: str = "config") -> Any:
-    """Build the objects a plain config tree describes, calling allow-listed classes only.
+    """Build the objects a plain config tree describes, once it is known to be safe.
 
-    The counterpart of Hydra's ``instantiate`` for configs read from files: ``_target_``
-    (from :data:`ALLOWED_TARGETS`), ``_args_``, ``_partial_`` and nested nodes are
-    honoured; strings are taken literally (nothing is resolved).
+    :func:`check_stored_config` refuses the tree unless every ``_target_`` is in
+    :data:`ALLOWED_TARGETS` and no string interpolates; only then does Hydra's
+    ``instantiate`` build it, so it calls allow-listed classes only and has nothing to
+    resolve.
     """
     check_stored_config(node, where, where)
-    return _build(node)
-
-
-def _build(node: Any) -> Any:
-    if isinstance(node, list | tuple):
-        return [_build(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    kwargs = {k: _build(v) for k, v in node.items() if k not in _BUILD_KEYS}
-    if "_target_" not in node:
-        return kwargs
-    factory = _locate(node["_target_"])
-    args = [_build(v) for v in node.get("_args_", [])]
-    if node.get("_partial_"):
-        return functools.partial(factory, *args, **kwargs)
-    return factory(*args, **kwargs)
+    return instantiate(node)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -320,6 +300,27 @@ def read_json_data(path: str | os.PathLike) -> Any:
         ) from None
 
 
+def run_variant(config: Mapping[str, Any], run_dir: Any = None) -> str | None:
+    """The data variant a run trained on: ``data.variant`` (``data.name`` before it had
+    its own word), or for runs from before data
+    configs carried a name, Hydra's record of the ``data=`` choice in the run folder."""
+    data = config.get("data") or {}
+    name = data.get("variant", data.get("name"))
+    if name is None and run_dir is not None:
+        hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
+        if hydra_yaml.is_file():
+            hydra = (read_yaml_data(hydra_yaml) or {}).get("hydra") or {}
+            name = ((hydra.get("runtime") or {}).get("choices") or {}).get("data")
+    return name
+
+
+def run_source(config: Mapping[str, Any]) -> str:
+    """The image source a run trained on: ``data.source`` (``data.dataset`` in configs
+    written before it had its own word), ``mnist`` when neither is there."""
+    data = config.get("data") or {}
+    return str(data.get("source", data.get("dataset", "mnist")))
+
+
 def load_checkpoint_net(ckpt_path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """The network of a checkpoint written by ``src/train.py``, in eval mode, and its config.
 
@@ -366,7 +367,7 @@ def load_checkpoint_net(ckpt_path: str | os.PathLike) -> tuple[nn.Module, dict[s
                 f"{described.get(first, '<absent>')})"
             )
         net = build_from_data(spec, "stnlab_config.model.net")
-    except (TypeError, ValueError, RecursionError) as err:
+    except (InstantiationException, TypeError, ValueError, RecursionError) as err:
         if isinstance(err, CheckpointError):
             raise
         raise CheckpointError(

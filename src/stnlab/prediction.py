@@ -28,8 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor, nn
 
-from stnlab.analysis.paper import run_source, run_variant
-from stnlab.checkpoints import load_checkpoint_net
+from stnlab.checkpoints import load_checkpoint_net, run_source, run_variant
 from stnlab.checks import check_range
 from stnlab.data.distortions import RandomSimilarity
 from stnlab.errors import ConfigError

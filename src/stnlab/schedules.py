@@ -1,8 +1,8 @@
 """Learning-rate schedules that keep each parameter group's own LR.
 
-``torch.optim.lr_scheduler.OneCycleLR`` sets one ``max_lr`` for every group, which would
-undo ``model.loc_lr_mult`` (the transformer's group runs at a fraction of the base LR).
-:class:`WarmupDecayLR` scales every group's initial LR by the same factor instead.
+:class:`WarmupDecayLR` is torch's ``LambdaLR`` with a warm-up/decay factor: it scales every
+group's initial LR by the same factor, so ``model.loc_lr_mult`` (the transformer's group at
+a fraction of the base LR) holds.
 
 Both LightningModules take their optimiser set-up from here: the transformer's scaled LR
 (:func:`scaled_lr`), the scheduler's interval (:func:`check_interval`) and what
@@ -17,8 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from stnlab.checks import check_range
 from stnlab.errors import ConfigError
 
 SHAPES = ("cosine", "linear", "constant")
@@ -52,11 +53,12 @@ def warmup_decay_factor(
     return final_factor + (1.0 - final_factor) * decay
 
 
-class WarmupDecayLR(LRScheduler):
-    """Linear warm-up over ``warmup`` of ``total_steps``, then a cosine or linear decay.
+class WarmupDecayLR(LambdaLR):
+    """``LambdaLR`` with :func:`warmup_decay_factor`: a linear warm-up over ``warmup`` of
+    ``total_steps``, then a cosine or linear decay, its arguments checked.
 
-    Every parameter group follows the same factor of its own initial LR, so the
-    localisation net's ``loc_lr_mult`` holds throughout. Step it once per optimiser step
+    ``LambdaLR`` scales every parameter group's own initial LR, so the localisation net's
+    ``loc_lr_mult`` holds throughout. Step it once per optimiser step
     (``model.scheduler_interval: step``).
 
     Args:
@@ -76,25 +78,23 @@ class WarmupDecayLR(LRScheduler):
         final_factor: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        if int(total_steps) < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-        if not 0.0 <= float(warmup) < 1.0:
-            raise ValueError(f"warmup must be in [0, 1), got {warmup}")
+        check_range("model.scheduler.total_steps", total_steps, integer=True, minimum=1)
+        check_range("model.scheduler.warmup", warmup, minimum=0.0, below=1.0)
+        check_range("model.scheduler.final_factor", final_factor, minimum=0.0, maximum=1.0)
         if shape not in SHAPES:
-            raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
-        if not 0.0 <= float(final_factor) <= 1.0:
-            raise ValueError(f"final_factor must be in [0, 1], got {final_factor}")
+            raise ConfigError(
+                f"model.scheduler.shape={shape!r} must be one of {', '.join(map(repr, SHAPES))}"
+            )
         self.total_steps = int(total_steps)
         self.warmup_steps = round(float(warmup) * self.total_steps)
-        self.shape = shape
-        self.final_factor = float(final_factor)
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self) -> list[float]:
-        factor = warmup_decay_factor(
-            self.last_epoch, self.total_steps, self.warmup_steps, self.shape, self.final_factor
+        factor = functools.partial(
+            warmup_decay_factor,
+            total_steps=self.total_steps,
+            warmup_steps=self.warmup_steps,
+            shape=shape,
+            final_factor=float(final_factor),
         )
-        return [base * factor for base in self.base_lrs]
+        super().__init__(optimizer, factor, last_epoch)
 
 
 def check_interval(interval: str) -> None:

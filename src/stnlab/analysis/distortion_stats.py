@@ -12,8 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from stnlab.data.distortions import PoseRecord
-from stnlab.geometry import ProjectiveTransform, box_corners, pixel_matrix, warp
+from stnlab.geometry import PoseRecord, ProjectiveTransform, box_corners, pixel_matrix, warp
 from stnlab.geometry.pose import circular_std, shift_spread, similarity_fit
 
 STATISTICS = (
@@ -94,7 +93,7 @@ def distortion_statistics(digits: Tensor, canvases: Tensor, pose: PoseRecord) ->
     Args:
         digits: ``(N, C, h, h)`` the clean source digits in ``[0, 1]``.
         canvases: ``(N, C, S, S)`` what the distortion made of them.
-        pose: their :class:`~stnlab.data.distortions.PoseRecord`.
+        pose: their :class:`~stnlab.geometry.PoseRecord`.
 
     Returns:
         ``ink_lost_mean``: mean share of a digit's ink beyond the canvas edge;

@@ -30,17 +30,15 @@ from stnlab.analysis.paper import (
     dataset_label,
     model_label,
     paper_error,
-    run_source,
-    run_variant,
 )
 from stnlab.analysis.tables import output_files, write_csv
-from stnlab.callbacks.pose import LOGGED as POSE_STATISTICS
-from stnlab.callbacks.pose import logged_statistics, match_poses
-from stnlab.checkpoints import build_from_data, load_checkpoint_net
+from stnlab.checkpoints import build_from_data, load_checkpoint_net, run_source, run_variant
 from stnlab.config import compose_config, data_variants
-from stnlab.data.distortions import PoseRecord
 from stnlab.data.sources import DATASETS
 from stnlab.errors import ConfigError
+from stnlab.geometry import PoseRecord
+from stnlab.models.pose_recovery import LOGGED as POSE_STATISTICS
+from stnlab.models.pose_recovery import logged_statistics, match_poses
 from stnlab.progress import track
 from stnlab.temp_files import write_text
 

@@ -98,28 +98,3 @@ def paper_error(row: str, column: str) -> float | None:
     if column == "addition":
         return PAPER_ADDITION.get(row.split(" ")[0])
     return PAPER_TABLE1.get(row, {}).get(column)
-
-
-def run_variant(config: Mapping[str, Any], run_dir: Any = None) -> str | None:
-    """The data variant a run trained on: ``data.variant`` (``data.name`` before it had
-    its own word), or for runs from before data
-    configs carried a name, Hydra's record of the ``data=`` choice in the run folder."""
-    data = config.get("data") or {}
-    name = data.get("variant", data.get("name"))
-    if name is None and run_dir is not None:
-        from pathlib import Path
-
-        from stnlab.checkpoints import read_yaml_data
-
-        hydra_yaml = Path(run_dir) / ".hydra" / "hydra.yaml"
-        if hydra_yaml.is_file():
-            hydra = (read_yaml_data(hydra_yaml) or {}).get("hydra") or {}
-            name = ((hydra.get("runtime") or {}).get("choices") or {}).get("data")
-    return name
-
-
-def run_source(config: Mapping[str, Any]) -> str:
-    """The image source a run trained on: ``data.source`` (``data.dataset`` in configs
-    written before it had its own word), ``mnist`` when neither is there."""
-    data = config.get("data") or {}
-    return str(data.get("source", data.get("dataset", "mnist")))

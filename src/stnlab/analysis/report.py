@@ -19,7 +19,7 @@ from typing import Any
 
 from stnlab.analysis import paper
 from stnlab.analysis.tables import output_files, write_csv
-from stnlab.checkpoints import read_json_data, read_yaml_data
+from stnlab.checkpoints import read_json_data, read_yaml_data, run_source, run_variant
 from stnlab.errors import CheckpointError, ConfigError
 from stnlab.progress import track
 from stnlab.temp_files import atomic_path, write_text
@@ -111,8 +111,8 @@ def read_run(folder: Path, config: Any) -> dict[str, Any]:
     Table-1 ``column``), ``seed``, ``error`` (``None`` if none)."""
     if not isinstance(config, dict):
         raise ConfigError(f"{folder}/.hydra/config.yaml is not a run config (not a mapping)")
-    name = paper.run_variant(config, folder)
-    source = paper.run_source(config)
+    name = run_variant(config, folder)
+    source = run_source(config)
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = read_yaml_data(overrides_file) if overrides_file.is_file() else []
     metrics = run_metrics(folder)

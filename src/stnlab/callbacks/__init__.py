@@ -4,7 +4,7 @@ from stnlab.callbacks.bookkeeping import RunBookkeeping
 from stnlab.callbacks.error_analysis import ErrorAnalysisCallback
 from stnlab.callbacks.health import CollapseDetector, NonFiniteLossGuard
 from stnlab.callbacks.learning_rates import LearningRates
-from stnlab.callbacks.pose import PoseRecoveryCallback, measure_pose
+from stnlab.callbacks.pose import PoseRecoveryCallback
 from stnlab.callbacks.transform_grid import TransformGridCallback
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "PoseRecoveryCallback",
     "RunBookkeeping",
     "TransformGridCallback",
-    "measure_pose",
 ]

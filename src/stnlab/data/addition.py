@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 
 from stnlab.data.datamodule import DigitsDataModule, TensorBatches, to_float
-from stnlab.data.distortions import PoseRecord
 from stnlab.errors import ConfigError
+from stnlab.geometry import PoseRecord
 
 DIGITS = 2
 """Digits per image: the paper's two."""

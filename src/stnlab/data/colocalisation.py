@@ -25,9 +25,9 @@ from torch import Tensor
 
 from stnlab.checks import check_range
 from stnlab.data.datamodule import DigitsDataModule, TensorBatches
-from stnlab.data.distortions import ClutteredPlacement, Params, PoseRecord
+from stnlab.data.distortions import ClutteredPlacement, Params
 from stnlab.errors import ConfigError
-from stnlab.geometry import corners_box
+from stnlab.geometry import PoseRecord, corners_box
 
 
 class ColocalisationDataModule(DigitsDataModule):

@@ -6,7 +6,7 @@
 * Validation and test sets are rendered once in :meth:`setup` from parameters drawn with a
   fixed seed for every index, so they are the same whatever the batch size, worker count,
   device or number of processes. Beside them the module keeps each digit's applied pose
-  (:class:`~stnlab.data.distortions.PoseRecord`, looked up by index: :meth:`fixed_set`);
+  (:class:`~stnlab.geometry.PoseRecord`, looked up by index: :meth:`fixed_set`);
   the loaders' batches stay ``(images, labels, index)``.
 """
 
@@ -25,9 +25,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from stnlab.checks import check_batch_split, check_range
-from stnlab.data.distortions import Distortion, NoDistortion, Params, PoseRecord
+from stnlab.data.distortions import Distortion, NoDistortion, Params
 from stnlab.data.sources import DATASETS, ensure_dataset, load_split
 from stnlab.errors import ConfigError
+from stnlab.geometry import PoseRecord
 from stnlab.image_grid import to_bytes
 from stnlab.progress import progress_bar
 

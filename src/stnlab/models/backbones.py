@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from stnlab.models.loc_nets import _flat_size, _mlp, conv_stack
+from stnlab.models.layers import conv_stack, flat_size, mlp
 
 
 class CNN(nn.Module):
@@ -31,10 +31,10 @@ class CNN(nn.Module):
         layers = conv_stack(in_channels, channels, kernels, pool, "CNN")
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
-        flat = _flat_size(self.features, in_channels, input_size, "CNN backbone")
-        mlp, width = _mlp(flat, hidden)
+        flat = flat_size(self.features, in_channels, input_size, "CNN backbone")
+        head, width = mlp(flat, hidden)
         drop = [nn.Dropout(dropout)] if dropout > 0 else []
-        self.classifier = nn.Sequential(mlp, *drop, nn.Linear(width, num_classes))
+        self.classifier = nn.Sequential(head, *drop, nn.Linear(width, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, S, S)`` → ``(B, num_classes)``."""
@@ -66,8 +66,8 @@ class FCN(nn.Module):
         hidden: Sequence[int] = (128, 128, 128),
     ) -> None:
         super().__init__()
-        mlp, width = _mlp(in_channels * input_size * input_size, hidden)
-        self.classifier = nn.Sequential(nn.Flatten(), mlp, nn.Linear(width, num_classes))
+        head, width = mlp(in_channels * input_size * input_size, hidden)
+        self.classifier = nn.Sequential(nn.Flatten(), head, nn.Linear(width, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C, S, S)`` → ``(B, num_classes)``."""

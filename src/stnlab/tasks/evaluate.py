@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from stnlab.analysis import robustness as robust
 from stnlab.analysis.evaluate import evaluate_checkpoint, write_results
-from stnlab.analysis.paper import dataset_label, model_label, run_source, run_variant
-from stnlab.checkpoints import load_checkpoint_net
+from stnlab.analysis.paper import dataset_label, model_label
+from stnlab.checkpoints import load_checkpoint_net, run_source, run_variant
 from stnlab.checks import check_range
 from stnlab.config_checks import check_finite, instantiate_dict
 from stnlab.data.sources import load_split
