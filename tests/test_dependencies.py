@@ -176,8 +176,8 @@ def test_classes_the_configs_instantiate_have_their_packages() -> None:
         top, _, rest = target.partition(".")
         if top == "hydra_plugins":  # hydra_plugins.hydra_joblib_launcher → its distribution
             plugin = rest.partition(".")[0]
-            # stnlab's own sweeper ships with stnlab and extends hydra-optuna-sweeper's
-            plugin = {"stnlab_sweepers": "hydra_optuna_sweeper"}.get(plugin, plugin)
+            # stnlab's own sweeper ships with stnlab; it needs the sweep extra's optuna
+            plugin = {"stnlab_sweepers": "optuna"}.get(plugin, plugin)
             if _canonical(plugin) not in optional:
                 problems.append(f"{config}: {target} needs a plugin no extra declares")
         elif target.startswith("lightning.pytorch.loggers."):
@@ -186,6 +186,9 @@ def test_classes_the_configs_instantiate_have_their_packages() -> None:
                 problems.append(f"{config}: add {logger}'s package to LOGGER_PACKAGES")
             elif LOGGER_PACKAGES[logger] and not LOGGER_PACKAGES[logger] & core:
                 problems.append(f"{config}: {logger} needs one of {LOGGER_PACKAGES[logger]}")
+        elif config.startswith("conf/hydra/sweeper/"):  # the sweeper's, with the sweep extra
+            if not distributions(top) & optional:
+                problems.append(f"{config}: {target} comes from a package no extra declares")
         elif top not in FIRST_PARTY and not distributions(top) & core:
             problems.append(f"{config}: {target} comes from an undeclared package")
     assert any(t.endswith("TensorBoardLogger") for _, t in targets)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from cli_helper import ROOT, cli_env, run_train, with_tiny_run_base
 
@@ -91,8 +92,7 @@ def test_grid_sweep_2x2_runs_every_job_with_its_own_grouped_wandb_run(
 def test_optuna_search_resumes_from_sqlite_and_survives_failed_trials(
     fake_mnist_root: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # pip install -e ".[sweep]"
-    optuna = pytest.importorskip("optuna")
+    optuna = pytest.importorskip("optuna")  # pip install -e ".[sweep]"
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     common = [
         "hparams_search=loc_net_optuna",
@@ -128,10 +128,44 @@ def test_optuna_search_resumes_from_sqlite_and_survives_failed_trials(
     assert [t["status"] for t in _summary(tmp_path / "b")] == ["failed", "failed"]
 
 
+def test_an_optuna_search_prunes_trials_on_their_validation_curve(
+    fake_mnist_root: Path, tmp_path: Path
+) -> None:
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proc = run_train(
+        fake_mnist_root,
+        "hparams_search=loc_net_optuna",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.n_trials=2",
+        # a pruner that stops every trial after its first epoch, whatever its accuracy
+        "hydra.sweeper.pruner._target_=optuna.pruners.ThresholdPruner",
+        "~hydra.sweeper.pruner.n_startup_trials",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "++hydra.sweeper.pruner.lower=1.1",
+        *TINY,
+        "trainer.max_epochs=3",
+        "logger=csv",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="loc_net_optuna", storage=storage)
+    assert [t.state.name for t in study.trials] == ["PRUNED"] * 2
+    assert [t.user_attrs["pruned_at_epoch"] for t in study.trials] == [0, 0]
+    assert all(list(t.intermediate_values) == [0] for t in study.trials)
+    table = _summary(tmp_path / "sweep")
+    assert [t["status"] for t in table] == ["pruned", "pruned"]
+    for job in ("0", "1"):
+        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
+        assert metrics["pruned_at_epoch"] == 0 and "test/acc" not in metrics  # not tested
+        last = torch.load(tmp_path / "sweep" / job / "checkpoints" / "last.ckpt", weights_only=True)
+        assert last["epoch"] == 0  # one epoch of three trained
+
+
 def test_an_optuna_search_whose_every_trial_fails_ends_with_a_summary_and_one_line(
     fake_mnist_root: Path, tmp_path: Path
 ) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("optuna")
     proc = run_train(
         fake_mnist_root,
         "hparams_search=loc_net_optuna",

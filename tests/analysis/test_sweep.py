@@ -86,11 +86,11 @@ def test_sweep_exit_status_rule() -> None:
         ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", ["ok", "ok"], False),
         ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", ["ok", "failed"], True),
         (
-            "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+            "hydra_plugins.stnlab_sweepers.optuna.OptunaSweeper",
             ["ok", "failed"],
             False,
         ),
-        ("hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper", ["failed"] * 2, True),
+        ("hydra_plugins.stnlab_sweepers.optuna.OptunaSweeper", ["failed"] * 2, True),
     ],
 )
 def test_sweep_end_exits_with_1_after_writing_the_summary(

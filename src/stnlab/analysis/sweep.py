@@ -32,6 +32,8 @@ from stnlab.temp_files import atomic_path, write_text
 log = logging.getLogger(__name__)
 
 REPORTED = ("val/acc_best", "test/acc", "test/err", "test/loss")
+FINISHED = ("ok", "pruned")
+"""Job statuses that are results: a search's pruned trial stopped early by design."""
 
 
 def lower_is_better(metric: str) -> bool:
@@ -49,7 +51,8 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 def read_job(job_dir: Path) -> dict[str, Any]:
     """``{"job", "overrides": {key: value}, "status", "error", metrics…}`` of one job dir.
 
-    ``status``: ``ok`` (``metrics.json``), ``failed`` (``failure.json``; the newer of the
+    ``status``: ``ok`` (``metrics.json``), ``pruned`` (an Optuna trial its pruner stopped
+    early, ``pruned_at_epoch`` in its metrics), ``failed`` (``failure.json``; the newer of the
     two when a rerun left both), ``terminated`` (cut off by SIGTERM; ``error`` says how to
     resume), ``unfinished``, or ``unreadable`` (a damaged file, named in ``error``)."""
     row: dict[str, Any] = {"job": job_dir.name, "overrides": {}, "error": ""}
@@ -67,7 +70,7 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     if rerun and failure_file.stat().st_mtime >= metrics_file.stat().st_mtime:
         metrics = None  # a rerun that failed: the latest attempt counts
     if isinstance(metrics, dict):
-        row["status"] = "ok"
+        row["status"] = "pruned" if "pruned_at_epoch" in metrics else "ok"
         row.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
     elif isinstance(failure, dict):
         cut_off = failure.get("error") == "TerminatedError"
@@ -126,7 +129,7 @@ def summarize_sweep(
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(table)
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [r for r in rows if r["status"] not in FINISHED]
     lines = [
         f"# Sweep {sweep.name}: {len(rows)} jobs, {len(rows) - len(failed)} finished",
         "",
@@ -147,7 +150,7 @@ def sweep_failed(rows: list[dict[str, Any]], search: bool) -> bool:
     search (Optuna and other sweepers that propose trials) fails only when no trial
     finished; a failed trial is a normal outcome there, recorded and searched around.
     """
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [r for r in rows if r["status"] not in FINISHED]
     return bool(failed) and (not search or len(failed) == len(rows))
 
 
@@ -168,7 +171,7 @@ def report_sweep(
         if terminated:
             sys.exit(143)
         return
-    failed = [r for r in rows if r["status"] != "ok"]
+    failed = [r for r in rows if r["status"] not in FINISHED]
     log.info("sweep summary: %s", md_path)
     for row in failed:
         log.error(

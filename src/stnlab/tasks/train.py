@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stnlab.callbacks.bookkeeping import RunBookkeeping, scalar_metrics
 from stnlab.callbacks.health import NonFiniteLossGuard
+from stnlab.callbacks.pruning import OptunaPruning
 from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_run
 from stnlab.config_checks import instantiate_checked, instantiate_dict, validate_config
 from stnlab.launching import ddp_job_scope, install_ddp_relaunch, job_context, tag_sweep_job
@@ -95,10 +96,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_fits(model, checkpoint, ckpt_path, cfg)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     bookkeeping = RunBookkeeping()
+    pruning = OptunaPruning.from_env(cfg.get("optimized_metric"))
     callbacks = [
         *instantiate_dict(cfg.get("callbacks"), "callbacks"),
         NonFiniteLossGuard(),
         bookkeeping,
+        *pruning,
         *terminal_display(cfg.trainer),
     ]
     loggers = instantiate_dict(cfg.get("logger"), "logger")
@@ -122,7 +125,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # a finished run resumed: no epoch ran, the fit's metrics are the checkpoint's
         metrics.update(bookkeeping.fit_metrics)
         metrics.update(scalar_metrics(trainer.callback_metrics))
-    if cfg.get("test", True):
+    if any(p.pruned_at is not None for p in pruning):
+        metrics["pruned_at_epoch"] = pruning[0].pruned_at  # type: ignore[assignment]
+    elif cfg.get("test", True):  # a pruned trial is not tested
         ckpt = _checkpoint_to_test(cfg, trainer, ckpt_path)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
         metrics.update(scalar_metrics(trainer.callback_metrics))
