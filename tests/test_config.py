@@ -112,12 +112,12 @@ def test_the_fast_schedule_is_its_epoch_recipe_counted_in_steps(tmp_path: Path) 
         cfg = compose_config("train", list(overrides), output_dir=tmp_path, data_dir=tmp_path)
         return OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[return-value]
 
-    steps = model_of("experiment=stn_cnn_aff_rts", "schedule=fast", "budget=0.02")
+    steps = model_of("experiment=stn_cnn_aff_rts")  # presets: fast at budget=0.02
     epochs = model_of("experiment=stn_cnn_aff_rts", "schedule=fast_epochs")
     assert steps["scheduler"].pop("total_steps") == 3000
     assert epochs["scheduler"].pop("total_steps") == -1
     assert steps == epochs
-    paper = model_of("experiment=stn_cnn_aff_rts", "budget=0.01")  # presets: the paper's
+    paper = model_of("experiment=stn_cnn_aff_rts", "schedule=paper", "budget=0.01")
     assert paper["optimizer"]["_target_"] == "torch.optim.SGD"
     assert paper["scheduler"]["milestones"] == [500, 1000]
 

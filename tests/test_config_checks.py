@@ -339,7 +339,7 @@ def test_robustness_rejects_non_finite_and_fractional_settings(
 
 def test_ckpt_path_that_does_not_exist(make_cfg: MakeCfg, tmp_path: Path) -> None:
     cfg = make_cfg("debug=fdr", f"ckpt_path={tmp_path / 'nope.ckpt'}")
-    with pytest.raises(CheckpointError, match=r"nope.ckpt does not exist.*ckpt_path=auto"):
+    with pytest.raises(CheckpointError, match=r"nope.ckpt does not exist.*ckpt_path=last"):
         train(cfg)
 
 

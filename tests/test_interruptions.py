@@ -77,9 +77,9 @@ def test_sigkill_mid_epoch_then_auto_resume_matches_a_straight_run(
     assert state["epoch"] == 0 and state["global_step"] == 5
     assert not list(last.parent.glob(".*tmp*"))  # no half-written file left behind
 
-    resumed = _cli(fake_mnist_root, f"hydra.run.dir={killed}", "ckpt_path=auto")
+    resumed = _cli(fake_mnist_root, f"hydra.run.dir={killed}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "ckpt_path=auto: resuming" in resumed.stderr
+    assert "ckpt_path=last: resuming" in resumed.stderr
     final = read_checkpoint(last)
     assert final["epoch"] == 2 and final["global_step"] == 15
     assert final["stnlab_fit_metrics"]["val/acc_best"] == _metrics(straight)["val/acc_best"]
@@ -111,7 +111,7 @@ def test_sigterm_exits_143_names_the_checkpoint_and_resumes_exactly(
     assert len(errors) == 1
     last = run / "checkpoints" / "last.ckpt"
     assert f"last good checkpoint: {last}" in errors[0]
-    assert f"hydra.run.dir={run} ckpt_path=auto" in errors[0]
+    assert f"hydra.run.dir={run} ckpt_path=last" in errors[0]
     failure = json.loads((run / "failure.json").read_text())
     assert failure["terminated"] is True and failure["error"] == "TerminatedError"
     assert not (run / "metrics.json").exists()

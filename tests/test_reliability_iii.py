@@ -183,7 +183,7 @@ def test_resume_looks_where_the_checkpoints_go_and_never_writes_over_them(
     assert str(info.value) == (
         f"this run starts afresh (ckpt_path=null), but the checkpoint folder {shared} holds "
         "best.ckpt, last.ckpt of an earlier run, which this run would write over: resume "
-        f"with ckpt_path=auto (or ckpt_path={shared}/<one of them>), or give this run "
+        f"with ckpt_path=last (or ckpt_path={shared}/<one of them>), or give this run "
         "another folder (hydra.run.dir=…, or callbacks.model_checkpoint.dirpath=…)"
     )
     assert not (tmp_path / "b" / "failure.json").exists()
@@ -443,7 +443,7 @@ def test_the_resume_command_printed_after_sigterm_pastes_into_a_shell(tmp_path: 
     cfg = OmegaConf.create({"paths": {"output_dir": str(run)}, "callbacks": None})
     message = str(_terminated(cfg, resumable=True))
     command = message.split("Resume with: ")[1]
-    assert shlex.split(command)[-2:] == [f"hydra.run.dir={run}", "ckpt_path=auto"]
+    assert shlex.split(command)[-2:] == [f"hydra.run.dir={run}", "ckpt_path=last"]
 
 
 def test_a_zero_accumulation_and_a_folder_in_place_of_a_data_file_cost_one_line(

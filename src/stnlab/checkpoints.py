@@ -39,6 +39,8 @@ from stnlab.temp_files import atomic_path
 log = logging.getLogger(__name__)
 
 LAST = "last.ckpt"
+RESUME = ("last", "auto")
+"""``ckpt_path`` values that resume a run's own ``last.ckpt`` (``auto``: the older name)."""
 
 # Every class a stored config may name: stnlab's own and the few torch/Lightning classes
 # the shipped configs use (a test keeps this in step with conf/). A model of your own
@@ -83,6 +85,7 @@ ALLOWED_TARGETS: frozenset[str] = frozenset(
         "lightning.pytorch.loggers.CSVLogger",
         "lightning.pytorch.loggers.TensorBoardLogger",
         "lightning.pytorch.loggers.WandbLogger",
+        "lightning.pytorch.profilers.SimpleProfiler",
     }
 )
 _PLAIN = (type(None), bool, int, float, str, list, tuple, torch.Tensor)
@@ -183,9 +186,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint on the CPU, or raise :class:`CheckpointError` saying what is wrong."""
     file = Path(path)
-    if str(path) == "auto":  # src/train.py resolves auto itself; other commands have no run
+    if str(path) in RESUME:  # src/train.py resolves these itself; other commands have no run
         raise CheckpointError(
-            "ckpt_path=auto resumes a training run's own last.ckpt (src/train.py only); here "
+            f"ckpt_path={path} resumes a training run's own last.ckpt (src/train.py only); here "
             "ckpt_path must be a checkpoint file, e.g. "
             "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt"
         )
@@ -204,7 +207,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         hint = f" Checkpoints in {where}: {near}." if near else ""
         raise CheckpointError(
             f"ckpt_path={path} does not exist.{hint} Pass an existing .ckpt file, "
-            "ckpt_path=auto to resume this run's own last checkpoint, or ckpt_path=null."
+            "ckpt_path=last to resume this run's own last checkpoint, or ckpt_path=null."
         )
     try:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
@@ -406,7 +409,7 @@ def refuse_to_overwrite(folder: Path, start: str) -> None:
     if earlier:
         raise RefusedError(
             f"{start}, but the checkpoint folder {folder} holds {', '.join(earlier)} of an "
-            "earlier run, which this run would write over: resume with ckpt_path=auto (or "
+            "earlier run, which this run would write over: resume with ckpt_path=last (or "
             f"ckpt_path={folder}/<one of them>), or give this run another folder "
             "(hydra.run.dir=…, or callbacks.model_checkpoint.dirpath=…)"
         )
@@ -433,10 +436,11 @@ def config_differences(saved: Any, current: Any, prefix: str, limit: int = 8) ->
 
 
 def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
-    """Resolve ``cfg.ckpt_path`` (a path, ``auto``/``last`` or null) and load that checkpoint.
+    """Resolve ``cfg.ckpt_path`` (a path, ``last``/``auto`` or null) and load that checkpoint.
 
-    ``auto`` means the run's own ``last.ckpt`` in :func:`checkpoint_dir` (run again with the
-    same ``hydra.run.dir`` to continue a killed run), or a fresh start when there is none.
+    ``last`` (or ``auto``) means the run's own ``last.ckpt`` in :func:`checkpoint_dir` (run
+    again with the same ``hydra.run.dir`` to continue a killed run), or a fresh start when
+    there is none.
     A training run that would start (afresh, or from another run's checkpoint) in a
     checkpoint folder holding an earlier run's checkpoints is refused
     (:func:`refuse_to_overwrite`). Whether the weights fit the configured model is
@@ -448,11 +452,11 @@ def checkpoint_for_run(cfg: Any) -> tuple[str | None, dict[str, Any] | None]:
     wanted = cfg.get("ckpt_path")
     folder = checkpoint_dir(cfg)
     training = bool(cfg.get("train", True))
-    if wanted is not None and str(wanted) == "auto":
+    if wanted is not None and str(wanted) in RESUME:
         last = own_last_checkpoint(folder)
         if last is None:
             if training:
-                refuse_to_overwrite(folder, f"ckpt_path=auto finds no last.ckpt in {folder}")
+                refuse_to_overwrite(folder, f"ckpt_path={wanted} finds no last.ckpt in {folder}")
             return None, None
         wanted = str(last)
     if wanted is None:

@@ -15,10 +15,11 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from stnlab.errors import ConfigError
 from stnlab.progress import on_terminal
+from stnlab.temp_files import atomic_path
 
 CONF_ENV = "STNLAB_CONF_DIR"
 
@@ -101,6 +102,33 @@ def compose_config(
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+TREE_ORDER = ("data", "model", "callbacks", "logger", "trainer", "paths", "extras")
+
+
+def print_config_tree(cfg: DictConfig, path: str | os.PathLike) -> None:
+    """The composed config as a rich tree, one branch per top-level key (``data``, ``model``,
+    ``callbacks``, ``logger``, ``trainer``, ``paths``, ``extras``, then the rest), on
+    stdout and into ``path`` (the run folder's ``config_tree.log``). Values are resolved,
+    so call it once the config is validated."""
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in TREE_ORDER]
+    for key in keys:
+        value = cfg.get(key)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True)
+            if isinstance(value, DictConfig | ListConfig)
+            else str(value)
+        )
+        tree.add(str(key), style="dim", guide_style="dim").add(Syntax(text, "yaml"))
+    Console().print(tree)
+    with atomic_path(path, "config tree") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        Console(file=f, width=120, color_system=None).print(tree)
 
 
 def register_resolvers() -> None:

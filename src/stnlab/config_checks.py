@@ -24,7 +24,7 @@ import inspect
 import math
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -460,14 +460,22 @@ def instantiate_checked(node: DictConfig, key: str, **kwargs: Any) -> Any:
         raise
 
 
-def instantiate_dict(cfg: DictConfig | None, what: str) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a mapping (callbacks, loggers); skip nulls."""
+def instantiate_dict(cfg: DictConfig | None, what: str, drop: Sequence[str] = ()) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a mapping (callbacks, loggers); skip nulls.
+
+    ``drop``: keys stnlab reads beside a constructor's (``logger.wandb.watch``), left out of
+    the call.
+    """
     if cfg is None:
         return []
     if not isinstance(cfg, DictConfig):
         raise TypeError(f"{what} config must be a mapping of name → object, got {type(cfg)}")
-    return [
-        instantiate_checked(node, f"{what}.{name}")
-        for name, node in cfg.items()
-        if node is not None and "_target_" in node
-    ]
+    built = []
+    for name, node in cfg.items():
+        if node is None or "_target_" not in node:
+            continue
+        if any(key in node for key in drop):
+            plain = OmegaConf.to_container(node, resolve=True)
+            node = OmegaConf.create({k: v for k, v in plain.items() if k not in drop})
+        built.append(instantiate_checked(node, f"{what}.{name}"))
+    return built

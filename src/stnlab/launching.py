@@ -51,15 +51,20 @@ def sweep_group(ctx: JobContext, task_name: str = "train") -> str:
     return f"{task_name}/{ctx.sweep_name}"
 
 
-def tag_sweep_job(cfg: DictConfig, ctx: JobContext | None) -> None:
-    """In a multirun, group every job's W&B run by sweep and tag it with its overrides.
+def name_wandb_run(cfg: DictConfig, ctx: JobContext | None) -> None:
+    """Name the W&B run as its folder: a single run by its run folder's name, a multirun's
+    job ``<sweep folder>/<n>``, grouped by sweep and tagged with its overrides.
 
     Leaves a ``group`` or ``name`` the user set alone. Tags are cut to W&B's 64 characters.
     """
     node = (cfg.get("logger") or {}).get("wandb")
-    if node is None or ctx is None or not ctx.multirun:
+    if node is None:
         return
     with open_dict(cfg):
+        if ctx is None or not ctx.multirun:
+            if node.get("name") is None:
+                node.name = Path(str(cfg.paths.output_dir)).name
+            return
         if node.get("group") is None:
             node.group = sweep_group(ctx, str(cfg.get("task_name") or "train"))
         if node.get("name") is None:

@@ -39,6 +39,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from stnlab.checks import check_range
 from stnlab.errors import ConfigError
 from stnlab.temp_files import atomic_path
 
@@ -339,3 +340,26 @@ def log_table(
                 logger.log_image(key=f"{key}_plot", images=[pixels])
         logger.save()
         logger.finalize("success")
+
+
+WATCH_KEYS = ("watch", "watch_log_freq")
+"""``logger.wandb`` keys that are stnlab's, not ``WandbLogger``'s: :func:`watch_model`."""
+WATCH_CHOICES = (None, "gradients", "parameters", "all")
+
+
+def watch_model(loggers: list[Any], model: Any, cfg: DictConfig) -> None:
+    """``wandb.watch`` the model's gradients and/or parameters (histograms every
+    ``logger.wandb.watch_log_freq`` steps) when ``logger.wandb.watch`` asks for them."""
+    node = (cfg.get("logger") or {}).get("wandb") or {}
+    what = node.get("watch")
+    if what not in WATCH_CHOICES:
+        raise ConfigError(
+            f"logger.wandb.watch={what!r} must be null, 'gradients', 'parameters' or 'all'"
+        )
+    if what is None:
+        return
+    freq = node.get("watch_log_freq", 100)
+    check_range("logger.wandb.watch_log_freq", freq, integer=True, minimum=1)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.watch(model, log=what, log_freq=int(freq), log_graph=False)

@@ -40,7 +40,7 @@ class RunBookkeeping(L.Callback):
     * ``stnlab_wandb_id``: the W&B run id, so a resume logs into the same run;
     * ``stnlab_fit_metrics``: the train/val metrics the fit ended with, added to
       ``last.ckpt`` when training ends, so a run interrupted during
-      its final test, or a finished run rerun with ``ckpt_path=auto``, reports the same
+      its final test, or a finished run rerun with ``ckpt_path=last``, reports the same
       ``metrics.json`` as an uninterrupted one.
     """
 

@@ -72,7 +72,7 @@ def _terminated(cfg: DictConfig, resumable: bool) -> TerminatedError:
     folder = shlex.quote(f"hydra.run.dir={output_dir}")  # pasted into a shell as printed
     return TerminatedError(
         f"terminated by SIGTERM; last good checkpoint: {last}. Resume with: python "
-        f"src/train.py {overrides}{folder} ckpt_path=auto"
+        f"src/train.py {overrides}{folder} ckpt_path=last"
     )
 
 

@@ -17,15 +17,18 @@ from omegaconf import DictConfig, OmegaConf
 from stnlab.callbacks.bookkeeping import RunBookkeeping, scalar_metrics
 from stnlab.callbacks.health import NonFiniteLossGuard
 from stnlab.callbacks.pruning import OptunaPruning
-from stnlab.checkpoints import AtomicCheckpointIO, check_fits, checkpoint_for_run
+from stnlab.checkpoints import RESUME, AtomicCheckpointIO, check_fits, checkpoint_for_run
+from stnlab.config import print_config_tree
 from stnlab.config_checks import instantiate_checked, instantiate_dict, validate_config
-from stnlab.launching import ddp_job_scope, install_ddp_relaunch, job_context, tag_sweep_job
+from stnlab.launching import ddp_job_scope, install_ddp_relaunch, job_context, name_wandb_run
 from stnlab.loggers import (
+    WATCH_KEYS,
     keep_csv_history,
     log_final_hparams,
     resume_wandb_run,
     settle_wandb_mode,
     start_resumed_wandb,
+    watch_model,
 )
 from stnlab.tasks.runner import finite_metric, task
 from stnlab.temp_files import write_text
@@ -68,24 +71,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     The config is checked first (:func:`~stnlab.config_checks.validate_config`) and the W&B
     mode settled (:func:`~stnlab.loggers.settle_wandb_mode`), so a bad value or an
     unreachable W&B server fails before any data or model work. Writes ``metrics.json`` in
-    ``cfg.paths.output_dir``. ``ckpt_path=auto`` resumes this run directory's
+    ``cfg.paths.output_dir``. ``ckpt_path=last`` resumes this run directory's
     ``last.ckpt``; a finished run resumed reports the metrics it ended with.
     """
     output_dir = Path(cfg.paths.output_dir)
     rank = getattr(rank_zero_only, "rank", 0)
     validate_config(cfg)
     settle_wandb_mode(cfg)
+    if rank == 0 and cfg.get("extras", {}).get("print_config"):
+        print_config_tree(cfg, output_dir / "config_tree.log")
     ckpt_path, checkpoint = checkpoint_for_run(cfg)
-    if cfg.get("ckpt_path") == "auto":
+    if cfg.get("ckpt_path") in RESUME:
         log.info(
-            "ckpt_path=auto: %s",
+            "ckpt_path=%s: %s",
+            cfg.ckpt_path,
             f"resuming {ckpt_path}"
             if ckpt_path
             else f"no last.ckpt in {output_dir / 'checkpoints'}; starting afresh",
         )
     resumed_wandb = cfg.get("train", True) and resume_wandb_run(cfg, checkpoint)
     ctx = job_context()
-    tag_sweep_job(cfg, ctx)
+    name_wandb_run(cfg, ctx)
     if ctx is not None:
         install_ddp_relaunch()
     if cfg.get("seed") is not None:
@@ -104,7 +110,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         *pruning,
         *terminal_display(cfg.trainer),
     ]
-    loggers = instantiate_dict(cfg.get("logger"), "logger")
+    loggers = instantiate_dict(cfg.get("logger"), "logger", drop=WATCH_KEYS)
     if resumed_wandb:
         loggers = start_resumed_wandb(loggers, cfg)
     if checkpoint is not None and rank == 0:
@@ -118,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
+    watch_model(trainer.loggers, model, cfg)
 
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
