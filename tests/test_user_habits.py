@@ -96,3 +96,25 @@ def test_the_config_tree_is_printed_and_kept_in_the_run_folder(
     )
     train(off)
     assert not (tmp_path / "off" / "config_tree.log").exists()
+
+
+def test_a_changed_private_wandb_api_falls_back_to_the_public_lookup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from wandb.sdk import wandb_setup
+    from wandb.sdk.lib import wbauth
+
+    from stnlab.loggers import WANDB_DEFAULT_URL, wandb_base_url, wandb_credentials
+
+    def changed(*args: object, **kwargs: object) -> None:
+        raise TypeError("authenticate_session() got an unexpected keyword argument")
+
+    monkeypatch.setattr(wbauth, "authenticate_session", changed)
+    monkeypatch.setattr(wandb_setup, "singleton", changed)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert wandb_base_url() == WANDB_DEFAULT_URL
+    assert wandb_credentials(WANDB_DEFAULT_URL) is False  # no key: offline
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_credentials(WANDB_DEFAULT_URL) is True

@@ -60,11 +60,13 @@ def wandb_base_url() -> str:
     url = os.environ.get("WANDB_BASE_URL")
     if url:
         return url
-    try:
+    try:  # W&B's private settings object: any failure of it falls back to the default
         from wandb.sdk import wandb_setup
-    except ImportError:  # an older wandb
+
+        return str(wandb_setup.singleton().settings.base_url or WANDB_DEFAULT_URL)
+    except Exception as err:
+        log.debug("W&B's settings could not be read (%s); using %s", err, WANDB_DEFAULT_URL)
         return WANDB_DEFAULT_URL
-    return str(wandb_setup.singleton().settings.base_url or WANDB_DEFAULT_URL)
 
 
 def _netrc_has_login(base_url: str) -> bool:
@@ -82,7 +84,8 @@ def wandb_credentials(base_url: str) -> bool:
     Asks W&B's own lookup (``wandb.sdk.lib.wbauth``, without storing anything in the
     session): ``WANDB_API_KEY`` or ``WANDB_IDENTITY_TOKEN_FILE``, ``.netrc`` (``NETRC``,
     ``~/.netrc``, ``~/_netrc``), then the ``api_key`` of W&B's settings files. With a wandb
-    too old to have that module: ``WANDB_API_KEY`` or a ``.netrc`` entry for the host.
+    too old to have that module, or where the private call fails in any other way:
+    ``WANDB_API_KEY`` or a ``.netrc`` entry for the host.
     W&B has no public helper that answers without side effects: ``wandb.login(prompt=
     False)`` writes its settings file, ``wandb.api.api_key`` is deprecated.
 
@@ -102,6 +105,9 @@ def wandb_credentials(base_url: str) -> bool:
             f"W&B credentials for {base_url} are unusable: {err} Fix WANDB_API_KEY, "
             "WANDB_BASE_URL or ~/.netrc (`wandb login`), or log offline with WANDB_MODE=offline."
         ) from None
+    except Exception as err:  # the private API changed under stnlab: the public lookup
+        log.debug("W&B's credential lookup failed (%s); reading WANDB_API_KEY and .netrc", err)
+        return bool(os.environ.get("WANDB_API_KEY")) or _netrc_has_login(base_url)
     return auth is not None
 
 
