@@ -78,9 +78,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     rank = getattr(rank_zero_only, "rank", 0)
     validate_config(cfg)
     settle_wandb_mode(cfg)
+    ckpt_path, checkpoint = checkpoint_for_run(cfg)  # may refuse: nothing written before
     if rank == 0 and cfg.get("extras", {}).get("print_config"):
         print_config_tree(cfg, output_dir / "config_tree.log")
-    ckpt_path, checkpoint = checkpoint_for_run(cfg)
     if cfg.get("ckpt_path") in RESUME:
         log.info(
             "ckpt_path=%s: %s",
