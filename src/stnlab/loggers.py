@@ -353,19 +353,25 @@ WATCH_KEYS = ("watch", "watch_log_freq")
 WATCH_CHOICES = (None, "gradients", "parameters", "all")
 
 
-def watch_model(loggers: list[Any], model: Any, cfg: DictConfig) -> None:
-    """``wandb.watch`` the model's gradients and/or parameters (histograms every
-    ``logger.wandb.watch_log_freq`` steps) when ``logger.wandb.watch`` asks for them."""
+def wandb_watch(cfg: DictConfig) -> tuple[str | None, int]:
+    """``(logger.wandb.watch, logger.wandb.watch_log_freq)``, checked at start-up: what
+    :func:`watch_model` logs (``None``: nothing) and every how many steps."""
     node = (cfg.get("logger") or {}).get("wandb") or {}
     what = node.get("watch")
     if what not in WATCH_CHOICES:
         raise ConfigError(
             f"logger.wandb.watch={what!r} must be null, 'gradients', 'parameters' or 'all'"
         )
-    if what is None:
-        return
     freq = node.get("watch_log_freq", 100)
     check_range("logger.wandb.watch_log_freq", freq, integer=True, minimum=1)
+    return what, int(freq)
+
+
+def watch_model(loggers: list[Any], model: Any, what: str | None, freq: int) -> None:
+    """``wandb.watch`` the model's gradients and/or parameters (``what``: gradients,
+    parameters, all; ``None``: nothing), histograms every ``freq`` steps, in every W&B run."""
+    if what is None:
+        return
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.watch(model, log=what, log_freq=int(freq), log_graph=False)
+            logger.watch(model, log=what, log_freq=freq, log_graph=False)

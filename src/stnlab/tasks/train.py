@@ -28,6 +28,7 @@ from stnlab.loggers import (
     resume_wandb_run,
     settle_wandb_mode,
     start_resumed_wandb,
+    wandb_watch,
     watch_model,
 )
 from stnlab.tasks.runner import finite_metric, task
@@ -78,9 +79,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     rank = getattr(rank_zero_only, "rank", 0)
     validate_config(cfg)
     settle_wandb_mode(cfg)
+    watch = wandb_watch(cfg)
     ckpt_path, checkpoint = checkpoint_for_run(cfg)  # may refuse: nothing written before
-    if rank == 0 and cfg.get("extras", {}).get("print_config"):
-        print_config_tree(cfg, output_dir / "config_tree.log")
     if cfg.get("ckpt_path") in RESUME:
         log.info(
             "ckpt_path=%s: %s",
@@ -92,6 +92,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resumed_wandb = cfg.get("train", True) and resume_wandb_run(cfg, checkpoint)
     ctx = job_context()
     name_wandb_run(cfg, ctx)
+    if rank == 0 and cfg.get("extras", {}).get("print_config"):
+        print_config_tree(cfg, output_dir / "config_tree.log")
     if ctx is not None:
         install_ddp_relaunch()
     if cfg.get("seed") is not None:
@@ -124,7 +126,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
-    watch_model(trainer.loggers, model, cfg)
+    watch_model(trainer.loggers, model, *watch)
 
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
