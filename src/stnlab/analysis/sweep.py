@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 from hydra.experimental.callback import Callback as HydraCallback
 
+from stnlab.callbacks.pruning import PRUNED_ATTR
 from stnlab.checkpoints import read_json_data, read_yaml_data
 from stnlab.errors import CheckpointError
 from stnlab.temp_files import atomic_path, write_text
@@ -70,7 +71,7 @@ def read_job(job_dir: Path) -> dict[str, Any]:
     if rerun and failure_file.stat().st_mtime >= metrics_file.stat().st_mtime:
         metrics = None  # a rerun that failed: the latest attempt counts
     if isinstance(metrics, dict):
-        row["status"] = "pruned" if "pruned_at_epoch" in metrics else "ok"
+        row["status"] = "pruned" if PRUNED_ATTR in metrics else "ok"
         row.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
     elif isinstance(failure, dict):
         cut_off = failure.get("error") == "TerminatedError"

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from stnlab.callbacks.bookkeeping import RunBookkeeping, scalar_metrics
 from stnlab.callbacks.health import NonFiniteLossGuard
-from stnlab.callbacks.pruning import OptunaPruning
+from stnlab.callbacks.pruning import PRUNED_ATTR, OptunaPruning
 from stnlab.checkpoints import RESUME, AtomicCheckpointIO, check_fits, checkpoint_for_run
 from stnlab.config import print_config_tree
 from stnlab.config_checks import instantiate_checked, instantiate_dict, validate_config
@@ -135,7 +135,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(bookkeeping.fit_metrics)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     if any(p.pruned_at is not None for p in pruning):
-        metrics["pruned_at_epoch"] = pruning[0].pruned_at  # type: ignore[assignment]
+        metrics[PRUNED_ATTR] = pruning[0].pruned_at  # type: ignore[assignment]
     elif cfg.get("test", True):  # a pruned trial is not tested
         ckpt = _checkpoint_to_test(cfg, trainer, ckpt_path)
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt)
