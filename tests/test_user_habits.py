@@ -118,3 +118,29 @@ def test_a_changed_private_wandb_api_falls_back_to_the_public_lookup(
     assert wandb_credentials(WANDB_DEFAULT_URL) is False  # no key: offline
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert wandb_credentials(WANDB_DEFAULT_URL) is True
+
+
+def test_paths_come_from_the_project_root_wherever_a_command_starts(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from cli_helper import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "STNLAB_DATA_DIR"}
+    cmd = [sys.executable, str(ROOT / "src" / "train.py"), "hparams_search=loc_net_optuna"]
+    for cwd in (ROOT / "src", tmp_path):
+        proc = subprocess.run(
+            [*cmd, "--cfg", "all", "--resolve"], capture_output=True, text=True, env=env, cwd=cwd
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        cfg = yaml.safe_load(proc.stdout)
+        assert cfg["paths"]["root_dir"] == str(ROOT)
+        assert cfg["paths"]["data_dir"] == str(ROOT / "data")
+        assert cfg["hydra"]["run"]["dir"].startswith(f"{ROOT}/outputs/train/runs/")
+        assert cfg["hydra"]["sweep"]["dir"].startswith(f"{ROOT}/outputs/train/multiruns/")
+        assert cfg["hydra"]["sweeper"]["storage"] == f"sqlite:///{ROOT}/outputs/loc_net_optuna.db"
+    assert not (ROOT / "src" / "outputs").exists() and not (ROOT / "src" / "data").exists()
+    assert list(tmp_path.iterdir()) == []

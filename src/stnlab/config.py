@@ -43,6 +43,18 @@ def conf_dir() -> Path:
     )
 
 
+def project_root() -> str:
+    """The project's root: the folder holding the ``conf/`` this config was composed from
+    (the entry point's ``../conf``), else the parent of :func:`conf_dir`; never just the
+    current folder. ``${project_root:}`` is ``paths.root_dir``, under which ``data/`` and
+    ``outputs/`` live, wherever a command is started."""
+    if HydraConfig.initialized():
+        for source in HydraConfig.get().runtime.get("config_sources") or []:
+            if source.get("provider") == "main" and source.get("schema") == "file":
+                return str(Path(source.path).resolve().parent)
+    return str(conf_dir().parent)
+
+
 def data_variants(*, single_digit: bool = False) -> list[str]:
     """The data variants, one per file of ``conf/data/`` (``mnist``, ``rotated``, …).
 
@@ -92,7 +104,7 @@ def compose_config(
     if output_dir is None:
         return cfg
     with open_dict(cfg):
-        cfg.paths.root_dir = str(Path.cwd())
+        cfg.paths.root_dir = str(conf_dir().parent)
         cfg.paths.output_dir = str(output_dir)
         if data_dir is not None:
             cfg.paths.data_dir = str(Path(data_dir).resolve())
@@ -137,6 +149,7 @@ def register_resolvers() -> None:
 
     resolvers = {
         "wandb_mode": wandb_mode,  # ${wandb_mode:${.save_dir}}
+        "project_root": project_root,  # ${project_root:}: paths.root_dir
         "on_terminal": on_terminal,  # ${on_terminal:stdout}: a bar there would be drawn
         "floordiv": lambda a, b: int(a) // int(b),  # ${floordiv:${data.canvas_size},2}
         "mul": lambda a, b: int(a) * int(b),

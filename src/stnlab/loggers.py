@@ -312,7 +312,9 @@ def start_resumed_wandb(
                     )
                     with open_dict(cfg):
                         cfg.logger.wandb.id = None
-                    fresh = instantiate(cfg.logger.wandb)
+                    node = OmegaConf.to_container(cfg.logger.wandb, resolve=True)
+                    kwargs = {k: v for k, v in node.items() if k not in WATCH_KEYS}
+                    fresh = without_unset_wandb_settings([instantiate(kwargs)])[0]
                     out.append(fresh)
                     break
                 time.sleep(poll_s)
@@ -346,6 +348,19 @@ def log_table(
                 logger.log_image(key=f"{key}_plot", images=[pixels])
         logger.save()
         logger.finalize("success")
+
+
+def without_unset_wandb_settings(loggers: list[Any]) -> list[Any]:
+    """``loggers``, each ``WandbLogger`` without the ``anonymous=None`` that Lightning passes
+    to ``wandb.init`` unasked (W&B warns that the setting has no effect whenever it is given).
+    Lightning keeps these arguments in ``WandbLogger._wandb_init``; where that changes,
+    nothing is dropped."""
+    for logger in loggers:
+        init = getattr(logger, "_wandb_init", None)
+        wandb_init = isinstance(logger, WandbLogger) and isinstance(init, dict)
+        if wandb_init and "anonymous" in init and init["anonymous"] is None:
+            del init["anonymous"]
+    return loggers
 
 
 WATCH_KEYS = ("watch", "watch_log_freq")

@@ -27,6 +27,12 @@ def find_transformer(pl_module: L.LightningModule) -> nn.Module | None:
     return getattr(getattr(pl_module, "net", None), "transformer", None)
 
 
+def batch_loss(outputs: Any) -> Tensor | None:
+    """The loss a ``training_step`` returned (a tensor, or a dict's ``"loss"``), else None."""
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    return loss if isinstance(loss, Tensor) else None
+
+
 class CollapseDetector(L.Callback):
     """Stop training when the spatial transformer has collapsed.
 
@@ -143,8 +149,8 @@ class NonFiniteLossGuard(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if not isinstance(loss, Tensor):
+        loss = batch_loss(outputs)
+        if loss is None:
             return
         step = trainer.global_step - 1  # the optimiser has stepped already
         if self._first_bad is None:

@@ -17,7 +17,7 @@ from stnlab.checks import check_range
 from stnlab.config_checks import check_finite, instantiate_dict
 from stnlab.data.sources import load_split
 from stnlab.errors import ConfigError
-from stnlab.loggers import log_table, settle_wandb_mode
+from stnlab.loggers import log_table, settle_wandb_mode, without_unset_wandb_settings
 from stnlab.tasks.runner import resolve_device, task
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
     written = write_results(rows, output_dir, title)
     log.info("wrote %s", ", ".join(str(p) for p in written))
     print((output_dir / "results.md").read_text())
-    loggers = instantiate_dict(cfg.get("logger"), "logger")
+    loggers = without_unset_wandb_settings(instantiate_dict(cfg.get("logger"), "logger"))
     for logger in loggers:
         logger.log_hyperparams({"ckpt_path": str(cfg.ckpt_path), "model": rows[0]["model"]})
     metrics = {f"eval/{row['variant']}/err": float(row["error_pct"]) for row in rows}
@@ -149,7 +149,7 @@ def robustness(cfg: DictConfig) -> list[dict[str, Any]]:
         for factor in grids:
             errs = [r["error_pct"] for r in rows if r["model"] == label and r["factor"] == factor]
             metrics[f"robustness/{label}/{factor}_mean_err"] = sum(errs) / len(errs)
-    loggers = instantiate_dict(cfg.get("logger"), "logger")
+    loggers = without_unset_wandb_settings(instantiate_dict(cfg.get("logger"), "logger"))
     for logger in loggers:
         ckpt_paths = {label: path for label, (path, _, _) in loaded.items()}
         logger.log_hyperparams({"ckpts": ckpt_paths, "num_samples": n})

@@ -8,7 +8,10 @@ the composed config decorated with :func:`task`, which
 * turns SIGTERM into :class:`~stnlab.errors.TerminatedError` (exit status 143) whose
   message names the last good checkpoint and, for training, the command to resume;
 * writes ``failure.json`` in the run folder when the task fails, and always finishes the
-  W&B run.
+  W&B run;
+* routes Lightning's log lines and Python warnings through Hydra's logging
+  (:func:`route_logs`), so the run folder's ``<task>.log`` (``train.log``) holds what the
+  console shows.
 
 The entry points under ``src/`` are ``@hydra.main`` plus :func:`run`, which prints a
 user's problem as one line and exits with its status (1, or 143 for SIGTERM); in a
@@ -24,6 +27,7 @@ import logging
 import math
 import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -76,6 +80,46 @@ def _terminated(cfg: DictConfig, resumable: bool) -> TerminatedError:
     )
 
 
+LIBRARY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "torchmetrics")
+"""Loggers that get a console handler of their own at import (``lightning.pytorch`` and
+``lightning.fabric`` also stop propagating when imported before logging is configured, as
+``src/train.py`` imports them before Hydra configures it)."""
+
+NOISE_WARNINGS = (
+    # Lightning 2.6's CombinedLoader builds torch's LeafSpec, which current torch deprecates
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        r"lightning\.pytorch\.utilities\._pytree",
+    ),
+)
+"""``(message regex, module regex)`` of warnings a user did not cause and cannot act on."""
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: … try installing litlogger …")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def route_logs() -> None:
+    """Send Lightning's log lines and Python warnings to the handlers Hydra configured (the
+    console and the run folder's ``<task>.log``), without Lightning's advertising tips and the
+    warnings of :data:`NOISE_WARNINGS`. Idempotent."""
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):  # the bare StreamHandlers they add
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoTips())
+    for message, module in NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+    logging.captureWarnings(True)  # warnings.warn → logger "py.warnings" → console and file
+
+
 def task(resumable: bool = False) -> Callable[[TaskFn], TaskFn]:
     """Decorate a task ``fn(cfg)``: run-folder lock, SIGTERM, ``failure.json``, W&B finish.
 
@@ -87,6 +131,7 @@ def task(resumable: bool = False) -> Callable[[TaskFn], TaskFn]:
     def decorate(fn: TaskFn) -> TaskFn:
         @functools.wraps(fn)
         def wrapper(cfg: DictConfig) -> Any:
+            route_logs()
             output_dir = Path(cfg.paths.output_dir)
             rank = getattr(rank_zero_only, "rank", 0)
             locks = [RunFolderLock(output_dir)]

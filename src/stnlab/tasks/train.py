@@ -8,13 +8,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from stnlab.callbacks.bookkeeping import RunBookkeeping, scalar_metrics
+from stnlab.callbacks.epoch_log import EpochLog
 from stnlab.callbacks.health import NonFiniteLossGuard
 from stnlab.callbacks.pruning import PRUNED_ATTR, OptunaPruning
 from stnlab.checkpoints import RESUME, AtomicCheckpointIO, check_fits, checkpoint_for_run
@@ -30,6 +35,7 @@ from stnlab.loggers import (
     start_resumed_wandb,
     wandb_watch,
     watch_model,
+    without_unset_wandb_settings,
 )
 from stnlab.tasks.runner import finite_metric, task
 from stnlab.temp_files import write_text
@@ -43,26 +49,54 @@ def _checkpoint_to_test(cfg: DictConfig, trainer: L.Trainer, ckpt_path: str | No
         return ckpt_path
     callback = trainer.checkpoint_callback
     best = callback.best_model_path if callback is not None else ""
-    if not best:
+    if not best and trainer.fast_dev_run:  # Lightning saves no checkpoint then: as asked
+        log.info("fast_dev_run saves no checkpoint; testing the current weights")
+    elif not best:
         log.warning("no best checkpoint was saved; testing the current weights")
     return best or None
 
 
-def terminal_display(trainer_cfg: DictConfig) -> list[L.Callback]:
-    """Lightning's rich progress bar and model summary, where ``trainer_cfg`` enables them.
+def terminal_display(trainer_cfg: DictConfig, first_job: bool = True) -> list[L.Callback]:
+    """Lightning's rich progress bar and model summary, where ``trainer_cfg`` enables them;
+    without a bar, :class:`~stnlab.callbacks.epoch_log.EpochLog`'s line per validation.
 
     Lightning 2.6 picks these itself when rich is installed, earlier releases TQDM and a
     logged summary: naming them keeps one display on every Lightning that stnlab allows.
     Rich rather than TQDM because redirected to a file TQDM writes every update ("\\r" and
     cursor-up codes) while rich writes plain text; ``enable_progress_bar`` is true only on a
-    terminal (``conf/trainer/default.yaml``), so a log file gets no bar at all.
+    terminal (``conf/trainer/default.yaml``), so a log file gets no bar at all. The model
+    summary is printed by the first job of a multirun only (``first_job``).
     """
     display: list[L.Callback] = []
     if trainer_cfg.get("enable_progress_bar", True):
         display.append(RichProgressBar())
-    if trainer_cfg.get("enable_model_summary", True):
+    else:
+        display.append(EpochLog())
+    if trainer_cfg.get("enable_model_summary", True) and first_job:
         display.append(RichModelSummary())
     return display
+
+
+def _first_job() -> bool:
+    """Whether this is a single run or job 0 of a multirun."""
+    if not HydraConfig.initialized():
+        return True
+    hc = HydraConfig.get()
+    return hc.mode != RunMode.MULTIRUN or int(hc.job.get("num") or 0) == 0
+
+
+def _report(output_dir: Path, metrics: dict[str, float], loggers: list[Any]) -> None:
+    """Log the lines a user reads at the end: the final metrics, the run folder and how to
+    open the dashboards written."""
+    shown = [k for k in ("test/err", "test/acc", "val/acc_best") if k in metrics]
+    if shown:
+        log.info("final metrics: %s", ", ".join(f"{k} {metrics[k]:.4g}" for k in shown))
+    log.info("run folder: %s (metrics.json, checkpoints/, transform_grids/)", output_dir)
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            log.info("TensorBoard: tensorboard --logdir %s", logger.save_dir)
+        elif isinstance(logger, CSVLogger):
+            log.info("CSV: %s", Path(logger.log_dir) / "metrics.csv")
 
 
 @task(resumable=True)
@@ -92,6 +126,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resumed_wandb = cfg.get("train", True) and resume_wandb_run(cfg, checkpoint)
     ctx = job_context()
     name_wandb_run(cfg, ctx)
+    if rank == 0:
+        log.info("run folder: %s", output_dir)
     if rank == 0 and cfg.get("extras", {}).get("print_config"):
         print_config_tree(cfg, output_dir / "config_tree.log")
     if ctx is not None:
@@ -110,9 +146,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         NonFiniteLossGuard(),
         bookkeeping,
         *pruning,
-        *terminal_display(cfg.trainer),
+        *terminal_display(cfg.trainer, _first_job()),
     ]
     loggers = instantiate_dict(cfg.get("logger"), "logger", drop=WATCH_KEYS)
+    loggers = without_unset_wandb_settings(loggers)
     if resumed_wandb:
         loggers = start_resumed_wandb(loggers, cfg)
     if checkpoint is not None and rank == 0:
@@ -123,6 +160,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
+        # the summary, where wanted, is terminal_display's: Lightning adds none of its own
+        enable_model_summary=False,
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
@@ -147,6 +186,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         text = json.dumps(metrics, indent=2, sort_keys=True)
         write_text(output_dir / "metrics.json", text, "metrics")
         (output_dir / "failure.json").unlink(missing_ok=True)  # a resumed run passed
+        _report(output_dir, metrics, trainer.loggers)
     return metrics
 
 
