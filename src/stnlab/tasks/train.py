@@ -162,6 +162,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         plugins=[AtomicCheckpointIO()],
         # the summary, where wanted, is terminal_display's: Lightning adds none of its own
         enable_model_summary=False,
+        _convert_="partial",  # plain lists: Lightning 2.4 takes no ListConfig of plugins
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
