@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -77,21 +75,13 @@ def terminal_display(trainer_cfg: DictConfig, first_job: bool = True) -> list[L.
     return display
 
 
-def _first_job() -> bool:
-    """Whether this is a single run or job 0 of a multirun."""
-    if not HydraConfig.initialized():
-        return True
-    hc = HydraConfig.get()
-    return hc.mode != RunMode.MULTIRUN or int(hc.job.get("num") or 0) == 0
-
-
 def _report(output_dir: Path, metrics: dict[str, float], loggers: list[Any]) -> None:
     """Log the lines a user reads at the end: the final metrics, the run folder and how to
     open the dashboards written."""
     shown = [k for k in ("test/err", "test/acc", "val/acc_best") if k in metrics]
     if shown:
         log.info("final metrics: %s", ", ".join(f"{k} {metrics[k]:.4g}" for k in shown))
-    log.info("run folder: %s (metrics.json, checkpoints/, transform_grids/)", output_dir)
+    log.info("run folder: %s", output_dir)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             log.info("TensorBoard: tensorboard --logdir %s", logger.save_dir)
@@ -146,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         NonFiniteLossGuard(),
         bookkeeping,
         *pruning,
-        *terminal_display(cfg.trainer, _first_job()),
+        *terminal_display(cfg.trainer, first_job=ctx is None or not ctx.job_num),
     ]
     loggers = instantiate_dict(cfg.get("logger"), "logger", drop=WATCH_KEYS)
     loggers = without_unset_wandb_settings(loggers)
