@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import math
+import os
 import shlex
 import sys
 import warnings
@@ -192,8 +193,13 @@ def run(fn: Callable[[DictConfig], T], cfg: DictConfig) -> T | None:
             raise
         log.error("%s", message)
         log.debug("where it happened", exc_info=True)  # hydra.verbose=true shows it
-        if multirun and isinstance(err, TerminatedError) and _in_process_launcher():
-            _end_terminated_sweep(cfg)  # exits with 143
+        if multirun and isinstance(err, TerminatedError):
+            if _in_process_launcher():
+                _end_terminated_sweep(cfg)  # exits with 143
+            # a parallel launcher's worker: its job is saved; end the process rather than
+            # return to an idle pool, so the sweep's process stops waiting for it at once
+            logging.shutdown()
+            os._exit(code)
         sys.exit(code)
 
 
