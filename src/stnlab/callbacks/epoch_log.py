@@ -46,7 +46,6 @@ class EpochLog(L.Callback):
         self._start_step = 0
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
-        self.lines: list[str] = []  # what was logged, for callers and tests
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start, self._start_step = time.monotonic(), trainer.global_step
@@ -66,12 +65,11 @@ class EpochLog(L.Callback):
             self._loss_count += 1
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
-        line = self.line(trainer)
-        self.lines.append(line)
-        log.info("%s", line)
-        self._loss_sum, self._loss_count = None, 0
+        if trainer.is_global_zero:
+            log.info("%s", self.line(trainer))
+        self._loss_sum, self._loss_count = None, 0  # every rank: the next line's mean
 
     def line(self, trainer: L.Trainer) -> str:
         """The progress line for the trainer's state now."""
